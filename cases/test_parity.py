@@ -1,0 +1,23 @@
+"""Named-case parity: every target's logits and loss against the fp64 goldens.
+
+Each verdict is judged under the target's precision policy, relative to eager fp32's own error
+against fp64, and recorded; a failure prints every gate with its bound and the smallest
+tolerance that would have passed.
+"""
+
+import pytest
+
+from harness.session import assert_verdict
+from reference.cases import NAMED_CASES
+
+CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.slow else []) for spec in NAMED_CASES]
+
+
+@pytest.mark.parametrize("spec", CASES)
+def test_logits_parity(target, spec, conformance):
+    assert_verdict(conformance.check_named_parity(target, spec, "logits"))
+
+
+@pytest.mark.parametrize("spec", CASES)
+def test_loss_parity(target, spec, conformance):
+    assert_verdict(conformance.check_named_parity(target, spec, "loss"))

@@ -1,0 +1,3 @@
+"""Thin on purpose: the harness's pytest plugin does the work."""
+
+pytest_plugins = ["harness.plugin"]

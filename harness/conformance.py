@@ -1,0 +1,121 @@
+"""Running targets and judging them: the part every case shares.
+
+``PreparedTargets`` prepares each (target, model) pair once and reuses the runnable across inputs
+(Hypothesis examples, named cases), so no backend recompiles because only the input changed.
+``run_checked`` validates what a target returns; ``parity_verdicts`` judges logits and loss
+against the fp64 truth under the target's tolerance policy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from harness.api import Runnable, Target
+from harness.metrics import logit_metrics, loss_metrics
+from harness.policies import Verdict, get_policy, judge_logits, judge_loss
+from reference.model import check_inputs
+
+
+class TargetOutputError(RuntimeError):
+    """A target returned something that is not (logits [B, T, V], loss)."""
+
+
+@dataclass
+class Prepared:
+    runnable: Runnable
+    model: torch.nn.Module  # kept alive so its id() is never reused while cached
+    prepare_seconds: float
+    uses: int = 0
+
+
+class PreparedTargets:
+    """Cache of prepared runnables keyed by (target name, model object), least recently used
+    first out. Keying by the model object (not its config) is what lets weight-dependent
+    backends stay correct; weight-independent ones (export) cache programs per config inside."""
+
+    def __init__(self, capacity: int = 16):
+        self.capacity = capacity
+        self._cache: OrderedDict[tuple[str, int], Prepared] = OrderedDict()
+        self.prepare_count = 0
+
+    def get(self, target: Target, model: torch.nn.Module) -> Prepared:
+        key = (target.name, id(model))
+        hit = self._cache.get(key)
+        if hit is not None and hit.model is model:
+            self._cache.move_to_end(key)
+            hit.uses += 1
+            return hit
+        start = time.perf_counter()
+        runnable = target.prepare(model, getattr(model, "config", None))
+        prepared = Prepared(runnable, model, time.perf_counter() - start, uses=1)
+        self.prepare_count += 1
+        self._cache[key] = prepared
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return prepared
+
+
+def run_checked(runnable: Runnable, target: Target, config, idx: torch.Tensor,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validate the input against the config, run, and validate the output's shape and dtype."""
+    check_inputs(config, idx, targets)
+    with torch.no_grad():
+        out = runnable(idx, targets)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TargetOutputError(f"target {target.name!r} returned {type(out).__name__}, expected (logits, loss)")
+    logits, loss = out
+    expected = (idx.size(0), idx.size(1), config.vocab_size)
+    if not isinstance(logits, torch.Tensor):
+        raise TargetOutputError(f"target {target.name!r} returned logits of type {type(logits).__name__}")
+    if tuple(logits.shape) != expected:
+        raise TargetOutputError(f"target {target.name!r} returned logits of shape {tuple(logits.shape)}, expected {expected}")
+    if not logits.dtype.is_floating_point:
+        raise TargetOutputError(f"target {target.name!r} returned logits of dtype {logits.dtype}, expected a float dtype")
+    if targets is not None and target.capabilities.returns_loss:
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise TargetOutputError(f"target {target.name!r} returned loss {loss!r}, expected a scalar tensor")
+    elif targets is not None:
+        loss = cross_entropy(logits, targets)
+    return logits, loss
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The reference's loss of ``logits`` (mean over positions, -1 ignored), computed in fp64."""
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).double(), targets.reshape(-1), ignore_index=-1)
+
+
+@dataclass
+class Truth:
+    """The oracle's answer for one input: fp64 truth and the eager fp32 baseline."""
+
+    logits64: torch.Tensor
+    loss64: torch.Tensor | None
+    logits32: torch.Tensor
+    loss32: torch.Tensor | None
+    _baseline: dict | None = None
+
+    @property
+    def scale(self) -> float:
+        return float(self.logits64.abs().max())
+
+    def baseline_logits(self) -> dict[str, float]:
+        if self._baseline is None:
+            self._baseline = logit_metrics(self.logits32, self.logits64)
+        return self._baseline
+
+
+def parity_verdicts(target: Target, truth: Truth, logits: torch.Tensor, loss: torch.Tensor | None,
+                    policy_name: str | None = None) -> tuple[Verdict, Verdict | None]:
+    """(logits verdict, loss verdict or None when there is no loss to compare)."""
+    policy = get_policy(policy_name or target.precision)
+    logits_verdict = judge_logits(policy, logit_metrics(logits, truth.logits64), truth.baseline_logits(), truth.scale)
+    loss_verdict = None
+    if truth.loss64 is not None:
+        baseline = loss_metrics(truth.loss32, truth.loss64)
+        loss_verdict = judge_loss(policy, loss_metrics(loss, truth.loss64), baseline)
+    return logits_verdict, loss_verdict

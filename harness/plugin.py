@@ -1,0 +1,141 @@
+"""The pytest plugin: options, target registration and parametrization, hardware gating, records.
+
+Loaded by the repository's ``conftest.py``. Every test that takes a ``target`` argument is
+parametrized over the selected targets and carries the target's hardware marker (``cpu``,
+``gpu``, ``trn1``). Whether a target can run here is probed when the test is set up, never at
+collection, and a target that cannot run skips with its probe's exact reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness import hookspecs
+from harness.api import Target, registry
+from harness.records import RecordWriter
+from harness.session import ConformanceSession, Options
+
+SESSION_KEY = pytest.StashKey[ConformanceSession]()
+ENTRY_POINT_ERRORS = pytest.StashKey[list]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gpt-conformance", "GPT conformance harness")
+    group.addoption("--target", action="append", default=[], metavar="NAME",
+                    help="run only this target (repeatable); default: every registered target, "
+                         "those that cannot run here skip with the reason")
+    group.addoption("--update-goldens", action="store_true", default=False,
+                    help="regenerate reference/goldens/ for the named cases before checking them")
+    group.addoption("--report-dir", default="reports", metavar="DIR",
+                    help="where JSON-Lines records are written (default: reports/)")
+    group.addoption("--list-targets", action="store_true", default=False,
+                    help="print the registered targets, whether each can run here and why not, then exit")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[ENTRY_POINT_ERRORS] = registry.load_entry_points() if not len(registry) else []
+    config.hook.pytest_gpt_conformance_register(registry=registry)
+    unknown = [n for n in config.getoption("target") if n not in registry]
+    if unknown:
+        raise pytest.UsageError(f"--target {', '.join(unknown)}: unknown target; registered: {registry.names()}")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    run_id = os.environ.get("GPT_CONFORMANCE_RUN_ID") or time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    os.environ["GPT_CONFORMANCE_RUN_ID"] = run_id  # xdist workers inherit it, so they share the run id
+    report_dir = Path(config.getoption("report_dir"))
+    writer = RecordWriter(report_dir / f"records-{run_id}-{worker}.jsonl", run_id)
+    options = Options(report_dir=report_dir, update_goldens=config.getoption("update_goldens"),
+                      selected=config.getoption("target"))
+    config.stash[SESSION_KEY] = ConformanceSession(registry, writer, options)
+
+
+def selected_targets(config: pytest.Config) -> list[Target]:
+    names = config.getoption("target") or registry.names()
+    return [registry.get(n) for n in names]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" not in metafunc.fixturenames:
+        return
+    params = [pytest.param(t, id=t.name, marks=[getattr(pytest.mark, t.marker)]) for t in selected_targets(metafunc.config)]
+    metafunc.parametrize("target", params)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    callspec = getattr(item, "callspec", None)
+    target = callspec.params.get("target") if callspec else None
+    if isinstance(target, Target):
+        availability = target.probe()
+        if not availability:
+            pytest.skip(f"{target.name}: {availability.reason}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    callspec = getattr(item, "callspec", None)
+    target = callspec.params.get("target") if callspec else None
+    if isinstance(target, Target) and report.skipped and call.when == "setup":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        session = item.config.stash[SESSION_KEY]
+        session.writer.write({"target": target.name, "precision": target.precision,
+                              "device": target.requirements.device, "case": item.nodeid, "check": "setup",
+                              "status": "skip", "message": reason.removeprefix("Skipped: ")})
+    return report
+
+
+@pytest.fixture(scope="session")
+def conformance(request: pytest.FixtureRequest) -> ConformanceSession:
+    """The run's shared state: prepared targets, goldens and the record writer."""
+    return request.config.stash[SESSION_KEY]
+
+
+@pytest.fixture(scope="session")
+def target_registry():
+    return registry
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("list_targets"):
+        lines = ["registered targets:"]
+        for target in selected_targets(config):
+            availability = target.probe()
+            state = "can run here" if availability else f"skips: {availability.reason}"
+            lines.append(f"  {target.name:<20} {target.precision:<14} [{target.marker}] {state}")
+        for err in config.stash[ENTRY_POINT_ERRORS]:
+            lines.append(f"  failed to load {err}")
+        print("\n".join(lines))
+        items.clear()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
+    tr = terminalreporter
+    for err in config.stash[ENTRY_POINT_ERRORS]:
+        tr.write_line(f"gpt-conformance: failed to load {err}", red=True)
+    reasons: Counter = Counter()
+    for report in tr.stats.get("skipped", []):
+        if isinstance(report.longrepr, tuple):
+            reasons[report.longrepr[2].removeprefix("Skipped: ")] += 1
+    if session.writer.count:
+        tr.write_sep("-", "gpt-conformance")
+        tr.write_line(f"{session.writer.count} records written to {session.writer.path}")
+    if reasons:
+        tr.write_line("skip reasons:")
+        for reason, count in reasons.most_common():
+            tr.write_line(f"  {count:>4} x {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.getoption("list_targets") and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK

@@ -1,0 +1,141 @@
+"""The state one pytest session shares across cases: prepared targets, goldens, records.
+
+Cases call into a ``ConformanceSession`` (the ``conformance`` fixture) instead of talking to
+targets themselves, so that every check is run, judged and recorded the same way, and a target
+that raises or returns garbage becomes an ``error`` verdict in the records, never a crash of the
+whole run and never a pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from harness.api import Target, TargetRegistry, UnsupportedHere
+from harness.conformance import Prepared, PreparedTargets, Truth, parity_verdicts, run_checked
+from harness.policies import Verdict, error_verdict
+from harness.records import RecordWriter
+from reference.cases import CaseSpec
+from reference.goldens import GOLDEN_DIR, Golden, GoldenError, load_golden, write_golden
+
+
+@dataclass
+class Options:
+    report_dir: Path = Path("reports")
+    update_goldens: bool = False
+    golden_dir: Path = GOLDEN_DIR
+    selected: list[str] = field(default_factory=list)
+
+
+class ConformanceSession:
+    def __init__(self, registry: TargetRegistry, writer: RecordWriter, options: Options):
+        self.registry = registry
+        self.writer = writer
+        self.options = options
+        self.prepared = PreparedTargets()
+        self._goldens: dict[str, Golden | GoldenError] = {}
+        self._outputs: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor | None, float]] = {}
+        self._updated: set[str] = set()
+
+    # --- goldens --------------------------------------------------------------------------
+    def golden(self, spec: CaseSpec) -> Golden:
+        """The verified golden of a named case. A corrupt or missing golden raises GoldenError
+        every time it is asked for (it is reported as an error, never regenerated silently)."""
+        if spec.name not in self._goldens:
+            if self.options.update_goldens and spec.name not in self._updated:
+                write_golden(spec, self.options.golden_dir)
+                self._updated.add(spec.name)
+            try:
+                self._goldens[spec.name] = load_golden(spec, self.options.golden_dir)
+            except GoldenError as exc:
+                self._goldens[spec.name] = exc
+        cached = self._goldens[spec.name]
+        if isinstance(cached, GoldenError):
+            raise cached
+        return cached
+
+    # --- running targets ------------------------------------------------------------------
+    def prepare(self, target: Target, model: torch.nn.Module, case_id: str) -> Prepared:
+        """Prepare once per (target, model); an unsupported variant skips, a crash is an error."""
+        try:
+            return self.prepared.get(target, model)
+        except UnsupportedHere as exc:
+            self.record(target, case_id, "prepare", None, model.config, None, None, status="skip", message=str(exc))
+            pytest.skip(f"{target.name}: {exc}")
+        except Exception as exc:
+            verdict = error_verdict("prepare", target.precision, exc)
+            self.record(target, case_id, "prepare", verdict, model.config, None, None)
+            pytest.fail(f"{target.name}: prepare raised {type(exc).__name__}: {exc}", pytrace=False)
+
+    def run(self, target: Target, model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None,
+            case_id: str, seed: Any = None, check: str = "run") -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Run ``target`` on one input; returns (logits, loss, seconds). Errors are recorded."""
+        prepared = self.prepare(target, model, case_id)
+        start = time.perf_counter()
+        try:
+            logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
+        except UnsupportedHere as exc:
+            self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip", message=str(exc))
+            pytest.skip(f"{target.name}: {exc}")
+        except Exception as exc:
+            verdict = error_verdict(check, target.precision, exc)
+            self.record(target, case_id, check, verdict, model.config, tuple(idx.shape), seed)
+            pytest.fail(f"{target.name} on {case_id}: {type(exc).__name__}: {exc}", pytrace=False)
+        return logits, loss, time.perf_counter() - start
+
+    def named_outputs(self, target: Target, golden: Golden) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """A target's output on a named case, computed once and shared by its checks."""
+        key = (target.name, golden.spec.name)
+        if key not in self._outputs:
+            self._outputs[key] = self.run(target, golden.model, golden.idx, golden.targets, golden.spec.name,
+                                          seed=golden.spec.seed)
+        return self._outputs[key]
+
+    # --- judging and recording -----------------------------------------------------------
+    def check_named_parity(self, target: Target, spec: CaseSpec, check: str) -> Verdict:
+        """``check`` is "logits" or "loss": judge a named case against its golden and record it."""
+        golden = self.golden(spec)
+        logits, loss, seconds = self.named_outputs(target, golden)
+        truth = Truth(golden.logits64, golden.loss64, golden.logits32, golden.loss32)
+        logits_verdict, loss_verdict = parity_verdicts(target, truth, logits, loss)
+        verdict = logits_verdict if check == "logits" else loss_verdict
+        assert verdict is not None, "named cases always have targets, so a loss verdict"
+        self.record(target, spec.name, check, verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
+                    duration=seconds, extra={"golden_sha256": golden.sha256})
+        return verdict
+
+    def record(self, target: Target, case_id: str, check: str, verdict: Verdict | None, config: Any,
+               input_shape: tuple | None, seed: Any, *, status: str | None = None, message: str = "",
+               duration: float | None = None, extra: dict | None = None) -> dict:
+        config_dict = config.to_dict() if hasattr(config, "to_dict") else config
+        body = {
+            "target": target.name,
+            "precision": target.precision,
+            "device": target.requirements.device,
+            "case": case_id,
+            "check": check,
+            "config": config_dict,
+            "input_shape": list(input_shape) if input_shape is not None else None,
+            "seed": seed,
+            "status": status or (verdict.status if verdict else "error"),
+            "policy": verdict.policy if verdict else target.precision,
+            "message": message or (verdict.message if verdict else ""),
+            "metrics": verdict.metrics if verdict else {},
+            "baseline": verdict.baseline if verdict else {},
+            "gates": [g.__dict__ for g in verdict.gates] if verdict else [],
+            "duration_s": duration,
+            "target_environment": target.environment(),
+            **(extra or {}),
+        }
+        return self.writer.write(body)
+
+
+def assert_verdict(verdict: Verdict) -> None:
+    """Fail the test with the verdict's explanation unless it passed."""
+    if not verdict.passed:
+        pytest.fail(verdict.explain(), pytrace=False)

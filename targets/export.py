@@ -1,0 +1,134 @@
+"""``export`` targets: the model as a pure function of its parameters, captured by torch.export.
+
+The original check this project grew from: wrap the model so every parameter is an explicit
+input, call it through ``torch.func.functional_call``, export with ``strict=False`` and run
+``ep.module()``. Because the weights are inputs, one exported program serves every model of a
+config: it is exported once per (config, variant, with/without targets), with dynamic batch and
+sequence dimensions, and cached for the whole session.
+
+Variants, each its own target:
+
+- ``export``: non-strict export (``strict=False``).
+- ``export-strict``: TorchDynamo-traced strict export.
+- ``export-serdes``: non-strict export round-tripped through ``torch.export.save``/``load``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from harness.api import Capabilities, Target, UnsupportedHere
+from reference.model import GPTConfig
+
+
+class FunctionalGPT(torch.nn.Module):
+    """Calls the wrapped model with parameters passed in, so none are baked into the graph."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, params: dict[str, torch.Tensor], idx: torch.Tensor, targets: torch.Tensor | None = None):
+        args = (idx,) if targets is None else (idx, targets)
+        return torch.func.functional_call(self.model, params, args, {"full_logits": True})
+
+
+@dataclass
+class ExportedProgram:
+    module: torch.nn.Module
+    export_seconds: float
+    program_bytes: int | None = None
+
+
+def parameters_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters by name (tied weights once, as named_parameters dedups them), detached."""
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def dynamic_shapes_for(config: GPTConfig, params: dict[str, torch.Tensor], with_targets: bool):
+    """Dynamic batch (>= 1) and sequence (1..block_size) for idx and targets; parameters static."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    dims = {0: batch}
+    if config.block_size >= 2:
+        dims[1] = torch.export.Dim("seq", min=1, max=config.block_size)
+    spec = ({name: None for name in params}, dims)
+    return spec + (dims,) if with_targets else spec
+
+
+def example_inputs(config: GPTConfig, with_targets: bool) -> tuple[torch.Tensor, ...]:
+    # Sizes of 2 avoid torch.export's specialisation of dimensions whose example size is 0 or 1.
+    seq = min(2, config.block_size)
+    idx = torch.zeros(2, seq, dtype=torch.long)
+    return (idx, torch.zeros_like(idx)) if with_targets else (idx,)
+
+
+class ExportTarget(Target):
+    precision = "fp32"
+    capabilities = Capabilities(dynamic_shapes=True, max_batch=1 << 16)
+
+    def __init__(self, name: str, strict: bool, serdes: bool, description: str):
+        self.name = name
+        self.strict = strict
+        self.serdes = serdes
+        self.description = description
+        self._programs: dict[tuple[GPTConfig, bool], ExportedProgram] = {}
+        self.export_count = 0
+
+    def environment(self) -> dict:
+        return {"export_strict": self.strict, "export_serdes": self.serdes}
+
+    def program(self, model: torch.nn.Module, with_targets: bool) -> ExportedProgram:
+        key = (model.config, with_targets)
+        if key not in self._programs:
+            self._programs[key] = self._export(model, with_targets)
+            self.export_count += 1
+        return self._programs[key]
+
+    def _export(self, model: torch.nn.Module, with_targets: bool) -> ExportedProgram:
+        params = parameters_of(model)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            # Strict export warns that functional_call swaps module parameters: that is its job.
+            warnings.filterwarnings("ignore", message=".*side effects happened.*")
+            ep = torch.export.export(
+                FunctionalGPT(model),
+                (params, *example_inputs(model.config, with_targets)),
+                dynamic_shapes=dynamic_shapes_for(model.config, params, with_targets),
+                strict=self.strict,
+            )
+        size = None
+        if self.serdes:
+            if not hasattr(torch.export, "save") or not hasattr(torch.export, "load"):
+                raise UnsupportedHere(f"torch {torch.__version__} has no torch.export.save/load")
+            buffer = io.BytesIO()
+            torch.export.save(ep, buffer)
+            size = buffer.tell()
+            buffer.seek(0)
+            ep = torch.export.load(buffer)
+        return ExportedProgram(ep.module(), time.perf_counter() - start, size)
+
+    def prepare(self, model, config):
+        model = model.eval()
+        params = parameters_of(model)
+
+        def run(idx, targets=None):
+            program = self.program(model, with_targets=targets is not None)
+            args = (params, idx) if targets is None else (params, idx, targets)
+            return program.module(*args)
+
+        return run
+
+
+TARGETS = [
+    ExportTarget("export", strict=False, serdes=False,
+                 description="functional_call + torch.export(strict=False), ep.module()"),
+    ExportTarget("export-strict", strict=True, serdes=False,
+                 description="functional_call + torch.export(strict=True), ep.module()"),
+    ExportTarget("export-serdes", strict=False, serdes=True,
+                 description="non-strict export round-tripped through torch.export.save/load"),
+]

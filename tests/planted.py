@@ -1,0 +1,77 @@
+"""Planted-bug targets: each is the reference with one realistic backend bug.
+
+The harness exists to catch bugs, so ``tests/`` proves that the parity cases flag every one of
+these while the correct targets pass. Load them into a run with ``pytest -p tests.planted``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import torch
+
+from harness.api import Target
+from reference.model import GPT
+
+
+def rebuilt(model: GPT, **config_changes) -> GPT:
+    """A copy of ``model`` with config fields changed and the same weights."""
+    clone = GPT(replace(model.config, **config_changes)).eval()
+    clone.load_state_dict(model.state_dict())
+    return clone
+
+
+class PlantedTarget(Target):
+    precision = "fp32"
+
+    def mutate(self, model: GPT) -> GPT:
+        raise NotImplementedError
+
+    def prepare(self, model, config):
+        broken = self.mutate(model)
+
+        def run(idx, targets=None):
+            return broken(idx, targets, full_logits=True)
+
+        return run
+
+
+class MaskOffByOne(PlantedTarget):
+    name = "planted-mask-off-by-one"
+    description = "causal mask lets each position see one future token"
+
+    def mutate(self, model):
+        broken = rebuilt(model, attn_impl="manual")
+        for block in broken.transformer.h:
+            size = block.attn.bias.size(-1)
+            block.attn.bias = torch.ones(size, size, dtype=torch.bool).tril(diagonal=1).view(1, 1, size, size)
+        return broken
+
+
+class LayerNormEps(PlantedTarget):
+    name = "planted-layernorm-eps"
+    description = "LayerNorm eps 1e-3 instead of 1e-5"
+
+    def mutate(self, model):
+        return rebuilt(model, layer_norm_eps=1e-3)
+
+
+class TransposedWeight(PlantedTarget):
+    name = "planted-transposed-weight"
+    description = "block 0's attention output projection loaded transposed"
+
+    def mutate(self, model):
+        broken = copy.deepcopy(model)
+        proj = broken.transformer.h[0].attn.c_proj.weight
+        with torch.no_grad():
+            proj.copy_(proj.t().clone())
+        return broken
+
+
+PLANTED = [MaskOffByOne(), LayerNormEps(), TransposedWeight()]
+
+
+def pytest_gpt_conformance_register(registry):
+    for target in PLANTED:
+        registry.register(target, source="tests.planted")
