@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import hookspecs
+from harness import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
 from harness.api import Target, registry
 from harness.records import RecordWriter
 from harness.session import ConformanceSession, Options
