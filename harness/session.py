@@ -99,7 +99,12 @@ class ConformanceSession:
     # --- judging and recording -----------------------------------------------------------
     def check_named_parity(self, target: Target, spec: CaseSpec, check: str) -> Verdict:
         """``check`` is "logits" or "loss": judge a named case against its golden and record it."""
-        golden = self.golden(spec)
+        try:
+            golden = self.golden(spec)
+        except GoldenError as exc:
+            self.record(target, spec.name, check, error_verdict(check, target.precision, exc), spec.config,
+                        (spec.batch, spec.seq_len), spec.seed)
+            pytest.fail(f"golden for {spec.name!r} unusable: {exc}", pytrace=False)
         logits, loss, seconds = self.named_outputs(target, golden)
         truth = Truth(golden.logits64, golden.loss64, golden.logits32, golden.loss32)
         logits_verdict, loss_verdict = parity_verdicts(target, truth, logits, loss)
