@@ -36,9 +36,9 @@ Precision classes are ``TolerancePolicy`` objects; register new ones with ``regi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -66,9 +66,9 @@ class UnsupportedHere(Exception):
 class Requirements:
     """What a target needs. ``packages`` holds (import name, pip extra or None) pairs."""
 
-    packages: tuple[tuple[str, Optional[str]], ...] = ()
+    packages: tuple[tuple[str, str | None], ...] = ()
     device: str = "cpu"  # "cpu" | "cuda" | "neuron"
-    min_cuda_capability: Optional[tuple[int, int]] = None
+    min_cuda_capability: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_MARKERS:
@@ -87,8 +87,8 @@ class Capabilities:
     """
 
     dynamic_shapes: bool = True
-    max_batch: Optional[int] = None
-    max_seq_len: Optional[int] = None
+    max_batch: int | None = None
+    max_seq_len: int | None = None
     static_shapes: tuple[tuple[int, int], ...] = ()
     families: frozenset[str] = frozenset({"nanogpt"})
     returns_loss: bool = True
@@ -104,7 +104,7 @@ class Capabilities:
 
 
 class Runnable(Protocol):
-    def __call__(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (logits [B, T, V] for every position, loss or None)."""
 
 

@@ -35,6 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "those that cannot run here skip with the reason")
     group.addoption("--update-goldens", action="store_true", default=False,
                     help="regenerate reference/goldens/ for the named cases before checking them")
+    group.addoption("--golden-dir", default=None, metavar="DIR",
+                    help="read (and with --update-goldens, write) named-case goldens here "
+                         "(default: reference/goldens/)")
     group.addoption("--report-dir", default="reports", metavar="DIR",
                     help="where JSON-Lines records are written (default: reports/)")
     group.addoption("--list-targets", action="store_true", default=False,
@@ -54,6 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
     writer = RecordWriter(report_dir / f"records-{run_id}-{worker}.jsonl", run_id)
     options = Options(report_dir=report_dir, update_goldens=config.getoption("update_goldens"),
                       selected=config.getoption("target"))
+    if config.getoption("golden_dir"):
+        options.golden_dir = Path(config.getoption("golden_dir"))
     config.stash[SESSION_KEY] = ConformanceSession(registry, writer, options)
 
 

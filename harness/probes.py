@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import importlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 # PyPI's torch-neuronx is a placeholder whose import raises ImportError("WRONG PACKAGE ...");
 # importlib.util.find_spec is fooled by it, so we import for real and read the message.
@@ -28,7 +28,7 @@ class Availability:
 AVAILABLE = Availability(True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def probe_package(module: str, extra: str | None = None) -> Availability:
     """Import ``module``; ImportError and OSError (a missing shared library) mean unavailable."""
     hint = f" (pip install 'gpt-conformance[{extra}]')" if extra else ""
@@ -44,7 +44,7 @@ def probe_package(module: str, extra: str | None = None) -> Availability:
     return AVAILABLE
 
 
-@lru_cache(maxsize=None)
+@cache
 def probe_cuda(min_capability: tuple[int, int] | None = None) -> Availability:
     import torch
 
