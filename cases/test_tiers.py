@@ -1,12 +1,17 @@
-"""One test per hardware tier, so that ``pytest -m gpu`` or ``-m trn1`` always selects something:
-on a machine without that hardware it skips with every target's reason, instead of pytest's
-"no tests ran" (exit 5); with the hardware it fails if no target of the tier can run."""
+"""One test per hardware tier, so that ``pytest -m gpu`` or ``-m trn1`` always selects something.
+
+Without the tier's hardware it skips with every target's reason, instead of pytest's "no tests
+ran" (exit 5). With the hardware present it fails if no target of the tier can run, so a GPU or
+Trainium runner with a broken backend install cannot go green by skipping everything.
+"""
 
 import pytest
 
 from harness.api import DEVICE_MARKERS
+from harness.probes import AVAILABLE, probe_cuda, probe_neuron_device
 
 TIERS = [pytest.param(device, id=marker, marks=[getattr(pytest.mark, marker)]) for device, marker in DEVICE_MARKERS.items()]
+DEVICE_PROBES = {"cpu": lambda: AVAILABLE, "cuda": probe_cuda, "neuron": probe_neuron_device}
 
 
 @pytest.mark.parametrize("device", TIERS)
@@ -15,7 +20,8 @@ def test_tier_has_runnable_target(device, target_registry):
     if not tier:
         pytest.skip(f"no registered target needs device {device!r}")
     probes = {t.name: t.probe() for t in tier}
-    runnable = [name for name, a in probes.items() if a]
-    if not runnable:
-        pytest.skip("; ".join(f"{name}: {a.reason}" for name, a in probes.items()))
-    assert runnable, f"tier {device}: no target can run"
+    reasons = "; ".join(f"{name}: {a.reason}" for name, a in probes.items() if not a)
+    hardware = DEVICE_PROBES[device]()
+    if not hardware:
+        pytest.skip(f"{hardware.reason} ({reasons})")
+    assert any(probes.values()), f"this machine has the {device} hardware but no target of the tier can run: {reasons}"
