@@ -108,8 +108,8 @@ def test_model_runs_in_float64_close_to_float32():
 def test_weight_tying_and_nanogpt_init():
     model = tiny_model(n_layer=4)
     assert model.lm_head.weight is model.transformer.wte.weight
-    proj = torch.cat([b.attn.c_proj.weight.flatten() for b in model.transformer.h])
-    fc = torch.cat([b.mlp.c_fc.weight.flatten() for b in model.transformer.h])
+    proj = torch.cat([b.attn.c_proj.weight.detach().flatten() for b in model.transformer.h])
+    fc = torch.cat([b.mlp.c_fc.weight.detach().flatten() for b in model.transformer.h])
     # std estimates over ~4k/16k samples are within a few percent of their targets.
     assert abs(float(proj.std()) - 0.02 / math.sqrt(8)) < 0.1 * 0.02 / math.sqrt(8)
     assert abs(float(fc.std()) - 0.02) < 0.05 * 0.02
