@@ -203,9 +203,9 @@ def expand_scale(scale: torch.Tensor, shape: tuple[int, ...], axis: int | None) 
     differing = [i for i in range(len(shape)) if scale.shape[i] != shape[i]]
     if not differing:
         return scale
-    blocking = differing[0]
-    if blocking < len(shape) - 2 or len(differing) > 1 or shape[blocking] % scale.shape[blocking]:
+    if len(differing) > 1 or differing[0] < len(shape) - 2 or shape[differing[0]] % scale.shape[differing[0]]:
         raise ValueError(f"block-wise scale of shape {tuple(scale.shape)} does not block {shape} along one of its last two axes")
+    (blocking,) = differing
     return scale.repeat_interleave(shape[blocking] // scale.shape[blocking], dim=blocking)
 
 
