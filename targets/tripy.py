@@ -56,9 +56,12 @@ from reference.model import GPT, GPTConfig
 if TYPE_CHECKING:
     from targets.tripy_gpt import TripyRunner
 
-# Largest batch a compiled engine accepts: TensorRT sizes activation memory for the profile's
-# maximum, and the largest named case ("seed") has batch 64.
+# Largest batch a compiled engine accepts: the largest named case ("seed") has batch 64.
 MAX_BATCH = 64
+# TensorRT sizes activation memory for the profile's maximum shape, and the logits alone take
+# batch * block_size * vocab * itemsize bytes (GPT-2 in float16: 103 MB per sequence), so large
+# models get a smaller batch bound: logits at the maximum shape stay under this.
+LOGITS_BUDGET_BYTES = 4 << 30
 
 # Integer range of each quantized type: TensorRT's IQuantizeLayer clamps INT8 to [-128, 127] and
 # INT4 to [-8, 7] and rounds to nearest, ties to even.
@@ -238,11 +241,13 @@ def quantized_weight_tensors(name: str, q: QuantizedLinearLike, plan: LinearQuan
         raise ValueError(f"{name}: scales must be finite and > 0 in {dtype} (TensorRT's requirement); "
                          f"min {float(q.scales.min()):.3g}, max {float(q.scales.max()):.3g}")
     weight = q.dequantize().detach().to(dtype).contiguous()
-    codes = tensorrt_quantize(weight.float(), scale.float(), plan.bits, plan.weight_quant_dim)
-    mismatched = int((codes != q.codes.float()).sum())
-    if mismatched:
-        raise ValueError(f"{name}: re-quantizing the fake-quant weight with the Tripy scale layout gives "
-                         f"{mismatched} code(s) different from harness.quant's: the scales do not fit the codes")
+    # TensorRT may divide in float32 or in the model dtype: both must give our codes back.
+    for arithmetic in dict.fromkeys((torch.float32, dtype)):
+        codes = tensorrt_quantize(weight.to(arithmetic), scale.to(arithmetic), plan.bits, plan.weight_quant_dim)
+        mismatched = int((codes.float() != q.codes.float()).sum())
+        if mismatched:
+            raise ValueError(f"{name}: re-quantizing the fake-quant weight with the Tripy scale layout in {arithmetic} "
+                             f"gives {mismatched} code(s) different from harness.quant's: the scales do not fit the codes")
     return weight, scale
 
 
@@ -291,6 +296,13 @@ class ShapeBounds:
 
     def admits(self, batch: int, seq_len: int) -> bool:
         return self.batch[0] <= batch <= self.batch[2] and self.seq[0] <= seq_len <= self.seq[2]
+
+
+def engine_max_batch(config: GPTConfig, dtype: torch.dtype, batch: int) -> int:
+    """The batch bound of one engine: MAX_BATCH, less where the logits would pass the budget,
+    never less than the batch that compiles it."""
+    per_sequence = config.block_size * config.vocab_size * torch.tensor([], dtype=dtype).element_size()
+    return max(batch, min(MAX_BATCH, LOGITS_BUDGET_BYTES // per_sequence))
 
 
 def shape_bounds(config: GPTConfig, batch: int, seq_len: int, max_batch: int = MAX_BATCH) -> ShapeBounds:

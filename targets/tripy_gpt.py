@@ -24,7 +24,7 @@ import torch
 
 from harness.api import UnsupportedHere
 from reference.model import GPTConfig
-from targets.tripy import LinearQuant, ShapeBounds, TripyMode, shape_bounds
+from targets.tripy import LinearQuant, ShapeBounds, TripyMode, engine_max_batch, shape_bounds
 
 Dim = int | tp.DimensionSize
 
@@ -190,7 +190,8 @@ class TripyRunner:
         self.compile_count = 0
 
     def compile(self, batch: int, seq_len: int) -> tp.Executable:
-        self.bounds = shape_bounds(self.config, batch, seq_len, self.max_batch)
+        max_batch = min(self.max_batch, engine_max_batch(self.config, self.mode.torch_dtype, batch))
+        self.bounds = shape_bounds(self.config, batch, seq_len, max_batch)
         info = tp.InputInfo((self.bounds.batch, self.bounds.seq), dtype=tp.int32)
         executable: tp.Executable = tp.compile(self.module, args=[info])
         self.compile_count += 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import math
+import subprocess
 import sys
 from dataclasses import dataclass, replace
 from importlib import metadata
@@ -350,6 +351,14 @@ def test_shape_bounds_from_the_case():
         shape_bounds(TINY, 1, 17)
 
 
+def test_engine_batch_bound_shrinks_for_large_models():
+    assert tripy.engine_max_batch(TINY, torch.float16, 3) == tripy.MAX_BATCH
+    gpt2 = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
+    assert tripy.engine_max_batch(gpt2, torch.float16, 2) == 41  # 4 GiB / (1024 * 50257 * 2 B)
+    assert tripy.engine_max_batch(gpt2, torch.float32, 2) == 20
+    assert tripy.engine_max_batch(gpt2, torch.float32, 30) == 30  # never below the compiling batch
+
+
 # --- targets, gating -----------------------------------------------------------------------
 
 def test_modes_are_separate_gpu_targets():
@@ -371,13 +380,26 @@ def test_targets_are_registered_as_entry_points():
     assert {"tripy-fp32", "tripy-fp16", "tripy-int8-wo", "tripy-int4-wo"} <= names
 
 
-def test_import_and_probe_leave_nvtripy_and_cuda_alone(monkeypatch):
-    assert "targets.tripy_gpt" not in sys.modules and "nvtripy" not in sys.modules
+def test_import_and_probe_leave_nvtripy_and_cuda_alone():
+    """In a fresh interpreter: importing and probing every Tripy target neither loads the nvtripy
+    graph module nor initialises CUDA (the probe imports nvtripy itself, which creates no context)."""
+    script = (
+        "import sys, torch\n"
+        "from targets import tripy\n"
+        "assert 'nvtripy' not in sys.modules and 'targets.tripy_gpt' not in sys.modules\n"
+        "[t.probe() for t in tripy.TARGETS]\n"
+        "assert 'targets.tripy_gpt' not in sys.modules, 'probing imported the graph module'\n"
+        "assert not torch.cuda.is_initialized(), 'probing initialised CUDA'\n"
+    )
+    root = Path(tripy.__file__).parent.parent
+    subprocess.run([sys.executable, "-c", script], cwd=root, check=True, timeout=120)
+
+
+def test_probe_lists_every_failed_check(monkeypatch):
     monkeypatch.setattr(tripy, "probe_nvtripy", lambda: Availability(False, "import nvtripy failed: X"))
     monkeypatch.setattr(tripy, "probe_cuda", lambda cap: Availability(False, f"no CUDA device (needs {cap})"))
     monkeypatch.setattr(tripy, "probe_harness_quant", lambda: AVAILABLE)
     assert tripy.TRIPY_INT8_WO.probe().reason == "import nvtripy failed: X; no CUDA device (needs (8, 0))"
-    assert not torch.cuda.is_initialized()
 
 
 def test_probe_names_only_what_failed(monkeypatch):
