@@ -41,6 +41,7 @@ shape ``[out, in/B]`` blocks along in_features: our scales load as they are, no 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -358,6 +359,7 @@ class TripyTarget(Target):
         self.requirements = Requirements(packages=(("nvtripy", "tripy"),), device="cuda",
                                          min_cuda_capability=mode.min_capability)
         self.quantizer = quantizer
+        self._quantized: weakref.WeakKeyDictionary[GPT, Mapping[str, QuantizedLinearLike]] = weakref.WeakKeyDictionary()
 
     def probe(self) -> Availability:
         """Every failed check, named: nvtripy's import, CUDA and its compute capability, and for
@@ -371,9 +373,17 @@ class TripyTarget(Target):
     def prepare(self, model: torch.nn.Module, config: Any) -> Runnable:
         if not isinstance(model, GPT):
             raise TypeError(f"{self.name} rebuilds the reference GPT, got {type(model).__name__}")
-        quantized = self.quantizer(model, self.mode) if self.mode.bits is not None else {}
-        state, plans = tripy_state_dict(model, self.mode.torch_dtype, quantized)
+        state, plans = tripy_state_dict(model, self.mode.torch_dtype, self.quantized_weights(model))
         return self._runner(model.config, state, plans)
+
+    def quantized_weights(self, model: GPT) -> Mapping[str, QuantizedLinearLike]:
+        """The quantized weights this target loads for ``model``, computed once per model, so that
+        a check can build the fake-quant reference from the very same codes and scales."""
+        if self.mode.bits is None:
+            return {}
+        if model not in self._quantized:
+            self._quantized[model] = self.quantizer(model, self.mode)
+        return self._quantized[model]
 
     def _runner(self, config: GPTConfig, state: dict[str, torch.Tensor],
                 plans: dict[str, LinearQuant]) -> TripyRunner:

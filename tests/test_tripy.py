@@ -375,6 +375,21 @@ def test_modes_are_separate_gpu_targets():
     assert tripy.TRIPY_INT4_WO.requirements.min_cuda_capability == (8, 0)
 
 
+def test_quantized_weights_are_computed_once_per_model():
+    calls = []
+
+    def quantizer(model, mode):
+        calls.append(mode.name)
+        return quantize_model(model, 4, 8)
+
+    target = tripy.TripyTarget(tripy.MODES[3], quantizer=quantizer)
+    model, _ = case(TINY)
+    first = target.quantized_weights(model)
+    assert target.quantized_weights(model) is first and calls == ["tripy-int4-wo"]
+    assert tripy.TripyTarget(tripy.MODES[1], quantizer=quantizer).quantized_weights(model) == {}
+    assert calls == ["tripy-int4-wo"]
+
+
 def test_targets_are_registered_as_entry_points():
     names = {ep.name for ep in metadata.entry_points(group="gpt_conformance.targets")}
     assert {"tripy-fp32", "tripy-fp16", "tripy-int8-wo", "tripy-int4-wo"} <= names
@@ -466,10 +481,8 @@ def tp_call_errors(source: str, definitions: dict[str, list[ast.arguments]]) -> 
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "tp"):
             continue
         name = node.func.attr
-        if name not in definitions:
-            errors.append(f"line {node.lineno}: tp.{name} is not a public nvtripy function or class")
-        elif not definitions[name]:
-            continue  # a class without its own __init__ (tp.Module's subclasses): mypy checks those
+        if not definitions.get(name):
+            errors.append(f"line {node.lineno}: tp.{name} is not a public nvtripy function or class with a signature")
         elif not any(call_fits(node, args, bound=bool(args.args) and args.args[0].arg == "self")
                      for args in definitions[name]):
             errors.append(f"line {node.lineno}: tp.{name}(...) matches no signature of nvtripy's {name}")
