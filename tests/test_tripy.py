@@ -395,6 +395,7 @@ def test_targets_are_registered_as_entry_points():
     assert {"tripy-fp32", "tripy-fp16", "tripy-int8-wo", "tripy-int4-wo"} <= names
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 3-10 s on a busy 2-core laptop
 def test_import_and_probe_leave_nvtripy_and_cuda_alone():
     """In a fresh interpreter: importing and probing every Tripy target neither loads the nvtripy
     graph module nor initialises CUDA (the probe imports nvtripy itself, which creates no context)."""
