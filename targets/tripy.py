@@ -365,7 +365,7 @@ class TripyTarget(Target):
         """Every failed check, named: nvtripy's import, CUDA and its compute capability, and for
         the quantized modes the quantized weights they load."""
         checks = [probe_nvtripy(), probe_cuda(self.mode.min_capability)]
-        if self.mode.bits is not None:
+        if self.mode.bits is not None and self.quantizer is harness_quantization:
             checks.append(probe_harness_quant())
         failed = [check.reason for check in checks if not check]
         return Availability(False, "; ".join(failed)) if failed else AVAILABLE
