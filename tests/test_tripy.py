@@ -1,0 +1,508 @@
+"""CPU checks of the Tripy targets: everything but the nvtripy graph itself.
+
+``tripy_forward_in_torch`` evaluates the graph of ``targets/tripy_gpt.py`` in float64 torch, with
+Tripy's and TensorRT's documented semantics (``tp.Linear``: ``x @ DQ(Q(W)).T + b``; TensorRT Q/DQ:
+round half to even, clamp, block axis = first dimension where scale and weight differ). Fed with
+``tripy_state_dict``'s output it must reproduce the reference model, or the fake-quant reference
+built from the same quantized weights, so names, layouts, masks and scales cannot drift from what
+the reference computes. Each planted mistake (a transposed weight, the int4 scales on the wrong
+axis as Tripy's nanoGPT loader reshapes them, an off-by-one mask) must be caught.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.probes import AVAILABLE, Availability
+from reference.model import GPT, GPTConfig
+from targets import tripy
+from targets.tripy import (
+    MODES,
+    LinearQuant,
+    causal_mask,
+    expand_scale,
+    linear_names,
+    linear_quant,
+    quantized_weight_tensors,
+    shape_bounds,
+    tensorrt_dequantize,
+    tripy_state_dict,
+)
+
+pytestmark = pytest.mark.cpu
+
+TINY = GPTConfig(block_size=16, vocab_size=37, n_layer=2, n_head=4, n_embd=32)
+VARIANTS = {
+    "default": TINY,
+    "no-bias": replace(TINY, bias=False),
+    "gelu-tanh": replace(TINY, gelu="tanh"),
+    "single-head": replace(TINY, n_head=1),
+    "eps-1e-3": replace(TINY, layer_norm_eps=1e-3),
+}
+
+
+# --- a test double of harness.quant's QuantizedLinear (issue 5's contract) -------------------
+
+@dataclass
+class FakeQuantizedLinear:
+    codes: torch.Tensor  # int8 [out, in]
+    scales: torch.Tensor  # [out] or [out, in / block_size]
+    block_size: int | None
+    bits: int
+
+    def dequantize(self) -> torch.Tensor:
+        """codes * scale in float64, where the product is exact."""
+        scales = self.scales.double()
+        scales = scales.unsqueeze(1) if scales.dim() == 1 else scales.repeat_interleave(self.block_size, dim=1)
+        return self.codes.double() * scales
+
+
+def rtn_quantize(weight: torch.Tensor, bits: int, block_size: int | None = None) -> FakeQuantizedLinear:
+    """Symmetric round-to-nearest with amax scales: per output channel, or per block of
+    ``block_size`` along in_features."""
+    qmax = 2 ** (bits - 1) - 1
+    w = weight.detach().double()
+    if block_size is None:
+        scales = w.abs().amax(dim=1) / qmax
+        codes = torch.round(w / scales.unsqueeze(1))
+    else:
+        blocks = w.view(w.shape[0], -1, block_size)
+        scales = blocks.abs().amax(dim=2) / qmax
+        codes = torch.round(blocks / scales.unsqueeze(2)).view_as(w)
+    return FakeQuantizedLinear(codes.clamp(-qmax - 1, qmax).to(torch.int8), scales.float(), block_size, bits)
+
+
+def quantize_model(model: GPT, bits: int, block_size: int | None = None) -> dict[str, FakeQuantizedLinear]:
+    """Every block linear quantized; the tied lm_head stays float, as modelopt leaves it."""
+    modules = dict(model.named_modules())
+    return {name: rtn_quantize(modules[name].weight, bits, block_size) for name in linear_names(model.config)
+            if name != "lm_head"}
+
+
+
+
+# --- the Tripy graph, evaluated in torch ---------------------------------------------------
+
+def tensorrt_qdq(weight: torch.Tensor, scale: torch.Tensor, plan: LinearQuant) -> torch.Tensor:
+    """TensorRT's quantize then dequantize, written from its documentation, independently of
+    ``targets.tripy.expand_scale``."""
+    if plan.weight_quant_dim == 0:
+        full = scale.unsqueeze(1).expand_as(weight)
+    else:
+        axis = next(i for i in range(2) if scale.shape[i] != weight.shape[i])
+        full = scale.repeat_interleave(weight.shape[axis] // scale.shape[axis], dim=axis)
+    low, high = tripy.QUANT_RANGES[plan.bits]
+    return torch.round(weight / full).clamp(low, high) * full
+
+
+class StateReader:
+    """Hands out state-dict entries once each, so a test can tell that all of them were used."""
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        self.unused = {k: v.double() for k, v in state.items()}
+
+    def __call__(self, key: str) -> torch.Tensor:
+        return self.unused.pop(key)
+
+
+def tripy_forward_in_torch(state: dict[str, torch.Tensor], plans: dict[str, LinearQuant], config: GPTConfig,
+                           idx: torch.Tensor) -> torch.Tensor:
+    p = StateReader(state)
+
+    def linear(name: str, x: torch.Tensor, bias: bool) -> torch.Tensor:
+        weight = p(f"{name}.weight")
+        if name in plans:
+            weight = tensorrt_qdq(weight, p(f"{name}.weight_scale"), plans[name])
+        out = x @ weight.transpose(0, 1)  # tp.Linear: x @ transpose(weight, 1, 0) + unsqueeze(bias, 0)
+        return out + p(f"{name}.bias").unsqueeze(0) if bias else out
+
+    def layer_norm(name: str, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (config.n_embd,), p(f"{name}.weight"), p(f"{name}.bias"), config.layer_norm_eps)
+
+    batch, seq = idx.shape
+    head = config.n_embd // config.n_head
+    wte, wpe = p("transformer.wte.weight"), p("transformer.wpe.weight")
+    x = wte[idx] + wpe[torch.arange(seq)].unsqueeze(0)
+    for i in range(config.n_layer):
+        prefix = f"transformer.h.{i}"
+        h = layer_norm(f"{prefix}.ln_1", x)
+        q, k, v = linear(f"{prefix}.attn.c_attn", h, config.bias).split(config.n_embd, dim=2)
+        q, k, v = (t.reshape(batch, seq, config.n_head, head).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(head))
+        future = p(f"{prefix}.attn.mask")[:, :, :seq, :seq] < 0.5
+        att = torch.softmax(att.masked_fill(future, float("-inf")), dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(batch, seq, config.n_embd)
+        x = x + linear(f"{prefix}.attn.c_proj", y, config.bias)
+        h = linear(f"{prefix}.mlp.c_fc", layer_norm(f"{prefix}.ln_2", x), config.bias)
+        h = F.gelu(h, approximate="tanh" if config.gelu == "tanh" else "none")
+        x = x + linear(f"{prefix}.mlp.c_proj", h, config.bias)
+    logits = linear("lm_head", layer_norm("transformer.ln_f", x), bias=False)
+    assert not p.unused, f"state-dict entries the Tripy graph never reads: {sorted(p.unused)}"
+    return logits
+
+
+def case(config: GPTConfig, seed: int = 0, batch: int = 3, seq: int | None = None) -> tuple[GPT, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = GPT(config).eval()
+    idx = torch.randint(0, config.vocab_size, (batch, seq or config.block_size))
+    return model, idx
+
+
+def reference_logits(model: GPT, idx: torch.Tensor,
+                     quantized: dict[str, FakeQuantizedLinear] | None = None) -> torch.Tensor:
+    """The float64 reference; with ``quantized``, the fake-quant reference: every quantized
+    weight replaced by codes * scale."""
+    double = GPT(model.config).double().eval()
+    double.load_state_dict(model.state_dict())
+    modules = dict(double.named_modules())
+    with torch.no_grad():
+        for name, q in (quantized or {}).items():
+            modules[name].weight.copy_(q.dequantize())
+        return double(idx, full_logits=True)[0]
+
+
+# Float64 graph vs float64 reference: only summation order differs. Measured max |diff| <= 2.2e-16
+# on every config and quantized mode here; 1e-12 leaves room and is far below any real mistake:
+# block 0's c_proj transposed moved logits by 0.12, int8 quantization itself by 1.3e-3.
+F64_ATOL = 1e-12
+
+
+# --- names, layouts, masks: the float modes ------------------------------------------------
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_mapped_state_reproduces_reference(variant):
+    model, idx = case(VARIANTS[variant])
+    state, plans = tripy_state_dict(model, torch.float64)
+    assert plans == {}
+    got = tripy_forward_in_torch(state, plans, model.config, idx)
+    torch.testing.assert_close(got, reference_logits(model, idx), rtol=0, atol=F64_ATOL)
+
+
+def test_every_length_is_masked_causally():
+    model, idx = case(TINY, seq=TINY.block_size)
+    state, plans = tripy_state_dict(model, torch.float64)
+    truth = reference_logits(model, idx)
+    for seq in (1, 2, 7, TINY.block_size):
+        got = tripy_forward_in_torch(state, plans, TINY, idx[:, :seq])
+        torch.testing.assert_close(got, truth[:, :seq], rtol=0, atol=F64_ATOL)
+
+
+def test_transposed_weight_is_caught():
+    model, idx = case(TINY)
+    state, plans = tripy_state_dict(model, torch.float64)
+    key = "transformer.h.0.attn.c_proj.weight"  # square, so a transpose still loads
+    state[key] = state[key].t().contiguous()
+    diff = (tripy_forward_in_torch(state, plans, TINY, idx) - reference_logits(model, idx)).abs().max()
+    assert diff > 1e6 * F64_ATOL
+
+
+def test_off_by_one_mask_is_caught():
+    model, idx = case(TINY)
+    state, plans = tripy_state_dict(model, torch.float64)
+    leaky = torch.ones(TINY.block_size, TINY.block_size, dtype=torch.float64).tril(diagonal=1).view(1, 1, TINY.block_size, -1)
+    state["transformer.h.1.attn.mask"] = leaky
+    diff = (tripy_forward_in_torch(state, plans, TINY, idx) - reference_logits(model, idx)).abs().max()
+    assert diff > 1e6 * F64_ATOL
+
+
+def test_causal_mask_matches_reference_buffer():
+    model = GPT(TINY)
+    buffer = model.transformer.h[0].attn.bias
+    mask = causal_mask(TINY.block_size, torch.float16)
+    assert mask.shape == buffer.shape and mask.dtype == torch.float16
+    assert torch.equal(mask < 0.5, ~buffer)
+    with pytest.raises(ValueError, match="block_size"):
+        causal_mask(0)
+
+
+def test_state_dict_layout_and_dtype():
+    model, _ = case(replace(TINY, bias=False))
+    state, _ = tripy_state_dict(model, torch.float16)
+    assert all(t.dtype == torch.float16 and t.is_contiguous() for t in state.values())
+    # tp.Linear and tp.Embedding store what nn.Linear and nn.Embedding store: nothing transposed.
+    for key, tensor in model.state_dict().items():
+        assert state[key].shape == tensor.shape, key
+    # tp.LayerNorm always has a bias: zeros stand in for bias=False.
+    assert torch.equal(state["transformer.ln_f.bias"], torch.zeros(TINY.n_embd, dtype=torch.float16))
+    # One mask tensor shared by every layer (converted to Tripy once).
+    assert state["transformer.h.0.attn.mask"] is state["transformer.h.1.attn.mask"]
+
+
+# --- quantized weights ---------------------------------------------------------------------
+
+QUANT_MODES = {"int8-per-channel": (8, None), "int4-block-8": (4, 8), "int4-block-16": (4, 16)}
+
+
+@pytest.mark.parametrize("mode", sorted(QUANT_MODES))
+def test_quantized_state_reproduces_fake_quant_reference(mode):
+    bits, block = QUANT_MODES[mode]
+    model, idx = case(TINY, seed=1)
+    quantized = quantize_model(model, bits, block)
+    state, plans = tripy_state_dict(model, torch.float64, quantized)
+    assert set(plans) == set(quantized)
+    assert {p.weight_quant_dim for p in plans.values()} == ({0} if block is None else {None})
+    got = tripy_forward_in_torch(state, plans, TINY, idx)
+    torch.testing.assert_close(got, reference_logits(model, idx, quantized), rtol=0, atol=F64_ATOL)
+    # ...and it is quantized: the float reference is far away.
+    assert (got - reference_logits(model, idx)).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("block", [8, 16])
+def test_int4_scale_layout_agrees_with_dequantize(block):
+    weight = torch.randn(24, 32) * 0.02
+    q = rtn_quantize(weight, 4, block)
+    scale = tripy.tripy_weight_scale(q, torch.float64)
+    assert scale.shape == (24, 32 // block)  # [out, in/block]: TensorRT blocks along in_features
+    torch.testing.assert_close(tensorrt_dequantize(q.codes, scale, None), q.dequantize(), rtol=0, atol=0)
+
+
+def tripy_example_scale_layout(q, dtype):
+    """Tripy's nanoGPT loader: reshape the [out, in/B] block scales to (-1, in_features)."""
+    return q.scales.reshape(-1, q.codes.shape[1]).to(dtype)
+
+
+def test_int4_scales_on_the_wrong_axis_are_caught(monkeypatch):
+    weight = torch.randn(32, 32) * 0.02  # square, and out divisible by in/B: the wrong layout loads
+    q = rtn_quantize(weight, 4, 8)
+    wrong = tripy_example_scale_layout(q, torch.float64)
+    assert wrong.shape == (32 // 8, 32)  # a legal [out/B, in] block scale: TensorRT would take it
+    assert not torch.allclose(tensorrt_dequantize(q.codes, wrong, None), q.dequantize())
+    monkeypatch.setattr(tripy, "tripy_weight_scale", tripy_example_scale_layout)
+    with pytest.raises(ValueError, match="scales do not fit the codes"):
+        quantized_weight_tensors("layer", q, LinearQuant(4, None), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("mode", sorted(QUANT_MODES))
+def test_graph_requantization_recovers_the_codes(mode, dtype):
+    """tp.Linear re-quantizes the loaded weight in the model dtype; it must get our codes back,
+    including the extreme codes (+-127, -8/7) of every row or block."""
+    bits, block = QUANT_MODES[mode]
+    weight = torch.randn(48, 64) * 0.02
+    q = rtn_quantize(weight, bits, block)
+    plan = linear_quant("layer", q, (48, 64))
+    loaded, scale = quantized_weight_tensors("layer", q, plan, dtype)
+    assert loaded.dtype == dtype and scale.dtype == dtype
+    codes = torch.round(loaded.double() / expand_scale(scale.double(), (48, 64), plan.weight_quant_dim))
+    assert torch.equal(codes, q.codes.double())
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda q: replace(q, bits=4), "per-channel scales with 4-bit"),
+    (lambda q: replace(q, bits=3), "3-bit codes"),
+    (lambda q: replace(q, scales=q.scales[:-1]), r"expected \(24,\)"),
+    (lambda q: replace(q, codes=q.codes.t()), "codes have shape"),
+    (lambda q: replace(q, scales=q.scales.view(1, 1, -1)), "1-D .* or 2-D"),
+])
+def test_bad_per_channel_weights_are_rejected(bad, message):
+    q = rtn_quantize(torch.randn(24, 32), 8)
+    with pytest.raises(ValueError, match=message):
+        linear_quant("layer", bad(q), (24, 32))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda q: replace(q, bits=8), "block-wise scales with 8-bit"),
+    (lambda q: replace(q, block_size=5), "must be >= 2 and divide"),
+    (lambda q: replace(q, block_size=1), "must be >= 2 and divide"),
+    (lambda q: replace(q, scales=q.scales.reshape(-1, 32)), r"expected \(24, 4\)"),
+    (lambda q: replace(q, scales=q.scales.t()), r"expected \(24, 4\)"),
+])
+def test_bad_block_weights_are_rejected(bad, message):
+    q = rtn_quantize(torch.randn(24, 32), 4, 8)
+    with pytest.raises(ValueError, match=message):
+        linear_quant("layer", bad(q), (24, 32))
+
+
+def test_scales_that_vanish_in_float16_are_rejected():
+    q = rtn_quantize(torch.randn(24, 32), 8)
+    q.scales[3] = 1e-9  # underflows to 0 in float16; TensorRT needs scales > 0
+    plan = linear_quant("layer", q, (24, 32))
+    with pytest.raises(ValueError, match="finite and > 0"):
+        quantized_weight_tensors("layer", q, plan, torch.float16)
+
+
+def test_quantized_weights_for_unknown_layers_are_rejected():
+    model, _ = case(TINY)
+    with pytest.raises(ValueError, match="unknown linear layers"):
+        tripy_state_dict(model, torch.float32, {"transformer.h.9.mlp.c_fc": rtn_quantize(torch.randn(4, 4), 8)})
+
+
+# --- compile bounds ------------------------------------------------------------------------
+
+def test_shape_bounds_from_the_case():
+    bounds = shape_bounds(TINY, batch=3, seq_len=5, max_batch=64)
+    assert bounds.batch == (1, 3, 64) and bounds.seq == (1, 5, TINY.block_size)
+    assert bounds.admits(64, TINY.block_size) and bounds.admits(1, 1)
+    assert not bounds.admits(65, 1) and not bounds.admits(1, TINY.block_size + 1)
+    with pytest.raises(ValueError, match="batch 65"):
+        shape_bounds(TINY, 65, 1, max_batch=64)
+    with pytest.raises(ValueError, match="sequence length 17"):
+        shape_bounds(TINY, 1, 17)
+
+
+def test_engine_batch_bound_shrinks_for_large_models():
+    assert tripy.engine_max_batch(TINY, torch.float16, 3) == tripy.MAX_BATCH
+    gpt2 = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
+    assert tripy.engine_max_batch(gpt2, torch.float16, 2) == 41  # 4 GiB / (1024 * 50257 * 2 B)
+    assert tripy.engine_max_batch(gpt2, torch.float32, 2) == 20
+    assert tripy.engine_max_batch(gpt2, torch.float32, 30) == 30  # never below the compiling batch
+
+
+# --- targets, gating -----------------------------------------------------------------------
+
+def test_modes_are_separate_gpu_targets():
+    assert [(m.name, m.precision, m.dtype, m.bits) for m in MODES] == [
+        ("tripy-fp32", "fp32-reassoc", "float32", None),
+        ("tripy-fp16", "fp16", "float16", None),
+        ("tripy-int8-wo", "int8-wo", "float16", 8),
+        ("tripy-int4-wo", "int4-wo", "float16", 4),
+    ]
+    for target in tripy.TARGETS:
+        assert target.marker == "gpu" and target.requirements.device == "cuda"
+        assert target.capabilities.dynamic_shapes and not target.capabilities.returns_loss
+    assert tripy.TRIPY_FP32.requirements.min_cuda_capability == (7, 5)
+    assert tripy.TRIPY_INT4_WO.requirements.min_cuda_capability == (8, 0)
+
+
+def test_quantized_weights_are_computed_once_per_model():
+    calls = []
+
+    def quantizer(model, mode):
+        calls.append(mode.name)
+        return quantize_model(model, 4, 8)
+
+    target = tripy.TripyTarget(tripy.MODES[3], quantizer=quantizer)
+    model, _ = case(TINY)
+    first = target.quantized_weights(model)
+    assert target.quantized_weights(model) is first and calls == ["tripy-int4-wo"]
+    assert tripy.TripyTarget(tripy.MODES[1], quantizer=quantizer).quantized_weights(model) == {}
+    assert calls == ["tripy-int4-wo"]
+
+
+def test_targets_are_registered_as_entry_points():
+    names = {ep.name for ep in metadata.entry_points(group="gpt_conformance.targets")}
+    assert {"tripy-fp32", "tripy-fp16", "tripy-int8-wo", "tripy-int4-wo"} <= names
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: 3-10 s on a busy 2-core laptop
+def test_import_and_probe_leave_nvtripy_and_cuda_alone():
+    """In a fresh interpreter: importing and probing every Tripy target neither loads the nvtripy
+    graph module nor initialises CUDA (the probe imports nvtripy itself, which creates no context)."""
+    script = (
+        "import sys, torch\n"
+        "from targets import tripy\n"
+        "assert 'nvtripy' not in sys.modules and 'targets.tripy_gpt' not in sys.modules\n"
+        "[t.probe() for t in tripy.TARGETS]\n"
+        "assert 'targets.tripy_gpt' not in sys.modules, 'probing imported the graph module'\n"
+        "assert not torch.cuda.is_initialized(), 'probing initialised CUDA'\n"
+    )
+    root = Path(tripy.__file__).parent.parent
+    subprocess.run([sys.executable, "-c", script], cwd=root, check=True, timeout=120)
+
+
+def test_probe_lists_every_failed_check(monkeypatch):
+    monkeypatch.setattr(tripy, "probe_nvtripy", lambda: Availability(False, "import nvtripy failed: X"))
+    monkeypatch.setattr(tripy, "probe_cuda", lambda cap: Availability(False, f"no CUDA device (needs {cap})"))
+    monkeypatch.setattr(tripy, "probe_harness_quant", lambda: AVAILABLE)
+    assert tripy.TRIPY_INT8_WO.probe().reason == "import nvtripy failed: X; no CUDA device (needs (8, 0))"
+
+
+def test_probe_names_only_what_failed(monkeypatch):
+    monkeypatch.setattr(tripy, "probe_nvtripy", lambda: AVAILABLE)
+    monkeypatch.setattr(tripy, "probe_cuda", lambda cap: AVAILABLE)
+    monkeypatch.setattr(tripy, "probe_harness_quant", lambda: Availability(False, "harness.quant missing"))
+    assert tripy.TRIPY_FP16.probe()
+    assert tripy.TRIPY_INT4_WO.probe().reason == "harness.quant missing"
+
+
+def test_real_probe_without_nvtripy_runtime_skips_with_reason():
+    reason = tripy.TRIPY_FP32.probe().reason
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "import nvtripy failed" in reason and "NVIDIA's own package index" in reason
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in reason
+
+
+# --- tp.* calls against nvtripy's own signatures -------------------------------------------
+# mypy checks the classes (tp.Linear, tp.InputInfo...), but nvtripy's functions are wrapped in
+# unannotated decorators (export.public_api, wrappers.interface), so mypy sees them as Any. This
+# reads their definitions from the installed sources instead.
+
+def nvtripy_sources() -> Path:
+    spec = importlib.util.find_spec("nvtripy")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        pytest.skip("nvtripy is not installed (pip install --no-deps nvtripy==0.1.7 gives its sources)")
+    return Path(spec.origin).parent
+
+
+def public_definitions(root: Path) -> dict[str, list[ast.arguments]]:
+    """Every public nvtripy name -> the argument lists of its definitions (several for overloads)."""
+    stub = ast.parse((root / "__init__.pyi").read_text())
+    found: dict[str, list[ast.arguments]] = {}
+    for node in stub.body:
+        if not isinstance(node, ast.ImportFrom) or not node.module or not node.module.startswith("nvtripy."):
+            continue
+        source = root.joinpath(*node.module.split(".")[1:]).with_suffix(".py")
+        tree = ast.parse(source.read_text())
+        for alias in node.names:
+            public = alias.asname or alias.name
+            for item in tree.body:
+                if isinstance(item, ast.FunctionDef) and item.name == alias.name:
+                    found.setdefault(public, []).append(item.args)
+                elif isinstance(item, ast.ClassDef) and item.name == alias.name:
+                    init = [f for f in item.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
+                    found.setdefault(public, []).extend(f.args for f in init)
+    return found
+
+
+def call_fits(call: ast.Call, args: ast.arguments, bound: bool) -> bool:
+    params = [a.arg for a in args.posonlyargs + args.args][1 if bound else 0:]
+    keywords = {k.arg for k in call.keywords if k.arg is not None}
+    names = set(params) | {a.arg for a in args.kwonlyargs}
+    if len(call.args) > len(params) and args.vararg is None:
+        return False
+    return args.kwarg is not None or keywords <= names - set(params[:len(call.args)])
+
+
+def tp_call_errors(source: str, definitions: dict[str, list[ast.arguments]]) -> list[str]:
+    errors = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "tp"):
+            continue
+        name = node.func.attr
+        if not definitions.get(name):
+            errors.append(f"line {node.lineno}: tp.{name} is not a public nvtripy function or class with a signature")
+        elif not any(call_fits(node, args, bound=bool(args.args) and args.args[0].arg == "self")
+                     for args in definitions[name]):
+            errors.append(f"line {node.lineno}: tp.{name}(...) matches no signature of nvtripy's {name}")
+    return errors
+
+
+def test_tp_calls_match_nvtripy_signatures():
+    definitions = public_definitions(nvtripy_sources())
+    assert {"compile", "softmax", "Linear", "InputInfo"} <= set(definitions)
+    source = (Path(tripy.__file__).parent / "tripy_gpt.py").read_text()
+    assert tp_call_errors(source, definitions) == []
+
+
+@pytest.mark.parametrize("wrong", [
+    "tp.softmax(x, axis=-1)",  # the keyword is dim
+    "tp.compile(m, arg=[i])",  # the keyword is args
+    "tp.masked_fill(a, b, c, d)",  # one positional too many
+    "tp.gelu_erf(x)",  # no such function
+])
+def test_signature_check_catches_wrong_calls(wrong):
+    definitions = public_definitions(nvtripy_sources())
+    assert tp_call_errors(wrong, definitions)
