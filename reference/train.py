@@ -169,7 +169,7 @@ def train(cfg: TrainConfig, text: str | None = None, log=print) -> TrainResult:
                 elapsed = time.perf_counter() - start
                 eta = elapsed / (it + 1) * (cfg.max_iters - it - 1)
                 log(f"iter {it:>5}/{cfg.max_iters} [{progress_bar(it + 1, cfg.max_iters)}] "
-                    f"loss {float(loss):.4f} lr {lr:.2e} elapsed {elapsed:.1f}s eta {eta:.1f}s")
+                    f"loss {loss.item():.4f} lr {lr:.2e} elapsed {elapsed:.1f}s eta {eta:.1f}s")
         seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous_threads)
