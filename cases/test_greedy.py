@@ -28,7 +28,7 @@ ZEN_PROMPTS = {
     "Beautiful is": len(" better than ugly."),
     "Explicit is": len(" better than implicit."),
     "Readability": len(" counts."),
-    "In the face of": len(" ambiguity, refuse the temptation to guess."),
+    "Flat is": len(" better than nested."),
 }
 
 # The Tripy nanoGPT example's prompt first, then a few with different token statistics.

@@ -72,16 +72,24 @@ def static_window_input(tokens: Sequence[int], window: StaticWindow, pad_id: int
     return idx, len(context) - 1
 
 
+class NonFiniteLogitsError(ValueError):
+    """A target's logits for the next token hold NaN or Inf: argmax over them means nothing."""
+
+
 def next_token_logits(forward: Forward, tokens: Sequence[int], block_size: int,
                       window: StaticWindow | None = None, pad_id: int = 0) -> torch.Tensor:
-    """Logits [V] for the token after ``tokens``."""
+    """Logits [V] for the token after ``tokens``; NaN or Inf raises NonFiniteLogitsError."""
     if window is not None:
         idx, last = static_window_input(tokens, window, pad_id)
-        return forward(idx)[0, last]
-    if not tokens:
+        row = forward(idx)[0, last]
+    elif not tokens:
         raise ValueError("cannot decode from an empty sequence: the prompt needs at least one token")
-    idx = torch.tensor([list(tokens[-block_size:])], dtype=torch.long)
-    return forward(idx)[0, -1]
+    else:
+        row = forward(torch.tensor([list(tokens[-block_size:])], dtype=torch.long))[0, -1]
+    bad = int((~torch.isfinite(row)).sum())
+    if bad:
+        raise NonFiniteLogitsError(f"{bad} non-finite logit(s) for the token after a sequence of {len(tokens)} tokens")
+    return row
 
 
 def greedy_decode(forward: Forward, prompt: Sequence[int], max_new_tokens: int, block_size: int,

@@ -19,7 +19,7 @@ import torch
 
 from harness.api import Target, TargetRegistry, UnsupportedHere
 from harness.conformance import Prepared, PreparedTargets, Truth, parity_verdicts, run_checked
-from harness.decode import ReferenceGreedy, choose_window, compare_greedy, greedy_verdict
+from harness.decode import NonFiniteLogitsError, ReferenceGreedy, choose_window, compare_greedy, greedy_verdict
 from harness.policies import Verdict, error_verdict, get_policy
 from harness.records import RecordWriter
 from reference.cases import CaseSpec
@@ -119,9 +119,12 @@ class ConformanceSession:
         fed = len(reference.prompt) + len(reference.tokens) - 1  # the last new token is never fed back
         window = choose_window(target.capabilities, fed, config.block_size)
         shape = (1, fed) if window is None else (window.batch, window.seq_len)
-        too_long = not target.capabilities.accepts(1, fed) if window is None else window.seq_len < fed
-        if too_long:
-            message = f"the greedy check feeds {fed} tokens; the target takes at most {shape[1]}"
+        if window is None:
+            limit = None if target.capabilities.accepts(1, fed) else target.capabilities.max_seq_len
+        else:
+            limit = window.seq_len if window.seq_len < fed else None
+        if limit is not None:
+            message = f"the greedy check feeds {fed} tokens; the target takes at most {limit}"
             self.record(target, case_id, "greedy", None, config, shape, None, status="skip", message=message)
             pytest.skip(f"{target.name}: {message}")
         policy = get_policy(target.precision)
@@ -130,7 +133,12 @@ class ConformanceSession:
             return self.run(target, model, idx, None, case_id, check="greedy")[0]
 
         start = time.perf_counter()
-        comparison = compare_greedy(forward, reference, policy.greedy_margin, config.block_size, window)
+        try:
+            comparison = compare_greedy(forward, reference, policy.greedy_margin, config.block_size, window)
+        except NonFiniteLogitsError as exc:
+            verdict = error_verdict("greedy", target.precision, exc)
+            self.record(target, case_id, "greedy", verdict, config, shape, None)
+            pytest.fail(f"{target.name} on {case_id}: {exc}", pytrace=False)
         verdict = greedy_verdict(comparison, policy, decode)
         self.record(target, case_id, "greedy", verdict, config, shape, None, duration=time.perf_counter() - start,
                     extra={"greedy": comparison.summary(decode)})

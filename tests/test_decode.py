@@ -187,3 +187,14 @@ def test_a_tie_accepts_only_the_tied_token():
     comparison = compare_greedy(scripted_forward(choices), HAND, tolerance=1e-3, block_size=16)
     assert [(d.step, d.accepted) for d in comparison.divergences] == [(1, False)]
     assert comparison.divergences[0].gap == pytest.approx(2.0)
+
+
+def test_non_finite_logits_stop_the_decode():
+    from harness.decode import NonFiniteLogitsError
+
+    def forward(idx):
+        logits = torch.zeros(1, idx.size(1), 4)
+        logits[0, -1, 2] = float("nan")
+        return logits
+    with pytest.raises(NonFiniteLogitsError, match="1 non-finite logit"):
+        greedy_decode(forward, [0], 3, block_size=8)

@@ -153,3 +153,23 @@ def test_gpt2_cases_follow_the_environment_variable(tiny_gpt2_dir, tmp_path):
     with_dir = subprocess.run(command, env={**env, "GPT_CONFORMANCE_GPT2_DIR": str(path)}, cwd=root,
                               capture_output=True, text=True, check=False)
     assert with_dir.returncode == 0 and "4 passed" in with_dir.stdout, with_dir.stdout[-3000:]
+
+
+class NaNAtStep(Target):
+    """Returns NaN logits once the sequence reaches a given length: must never pass."""
+
+    name = "nan-at-step"
+    precision = "fp32"
+
+    def prepare(self, model, config):
+        def run(idx, targets=None):
+            logits, loss = model(idx, targets, full_logits=True)
+            return (logits * float("nan"), loss) if idx.size(1) >= 15 else (logits, loss)
+        return run
+
+
+def test_nan_logits_are_an_error_not_a_token(session, zen):
+    model, tokenizer, reference = zen
+    with pytest.raises(pytest.fail.Exception, match="non-finite logit"):
+        session.check_greedy(NaNAtStep(), model, reference, "zen", tokenizer.decode)
+    assert records(session)[-1]["status"] == "error"
