@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from harness.api import registry
@@ -29,10 +30,81 @@ def add_targets(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_targets)
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness.conformance import run_checked
+    from harness.decode import choose_window, compare_greedy, greedy_decode, reference_greedy
+    from harness.policies import get_policy
+    from reference.checkpoint import from_pretrained
+    from reference.tokenizers import gpt2_tokenizer
+    from reference.train import load_zen_model
+
+    load_registry()
+    try:
+        target = registry.get(args.target)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    availability = target.probe()
+    if not availability:
+        print(f"error: target {target.name} cannot run here: {availability.reason}", file=sys.stderr)
+        return 2
+
+    def load(dtype: torch.dtype):
+        if args.gpt2_dir:
+            return from_pretrained(args.gpt2_dir, dtype=dtype)
+        return load_zen_model(dtype=dtype)[0]
+
+    tokenizer = gpt2_tokenizer() if args.gpt2_dir else load_zen_model()[1]
+    try:
+        prompt = tokenizer.encode(args.prompt)
+        model = load(torch.float32)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    block_size = model.config.block_size
+    runnable = target.prepare(model, model.config)
+
+    def forward(idx: torch.Tensor) -> torch.Tensor:
+        return run_checked(runnable, target, model.config, idx)[0]
+
+    window = choose_window(target.capabilities, len(prompt) + args.max_new_tokens - 1, block_size)
+    tokens = greedy_decode(forward, prompt, args.max_new_tokens, block_size, window)
+    print(args.prompt + tokenizer.decode(tokens))
+    if args.compare:
+        try:
+            reference = reference_greedy(load(torch.float64), prompt, args.max_new_tokens)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        comparison = compare_greedy(forward, reference, get_policy(target.precision).greedy_margin, block_size, window)
+        print(comparison.explain(tokenizer.decode))
+        return 0 if comparison.passed else 1
+    return 0
+
+
+def add_generate(sub: argparse._SubParsersAction) -> None:
+    from harness.plugin import GPT2_DIR_ENV
+
+    p = sub.add_parser("generate", help="greedy continuation of a prompt on any target (nanoGPT's sample.py)",
+                       description="Print the target's greedy continuation of --prompt. The model is the shipped "
+                                   "Zen-of-Python char model unless --gpt2-dir names a local GPT-2.")
+    p.add_argument("--target", default="eager", help="registered target name (default: eager)")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
+    p.add_argument("--gpt2-dir", default=os.environ.get(GPT2_DIR_ENV), metavar="PATH",
+                   help=f"local Hugging Face GPT-2 directory (default ${GPT2_DIR_ENV}; unset: the tiny Zen model)")
+    p.add_argument("--compare", action="store_true",
+                   help="also check the tokens against the float64 reference, tie-aware; exit 1 on a mismatch")
+    p.set_defaults(func=cmd_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="gpt-conformance command line")
     sub = parser.add_subparsers(dest="command", required=True)
     add_targets(sub)
+    add_generate(sub)
     return parser
 
 

@@ -20,6 +20,7 @@ from harness.api import Target, registry
 from harness.records import RecordWriter
 from harness.session import ConformanceSession, Options
 
+GPT2_DIR_ENV = "GPT_CONFORMANCE_GPT2_DIR"
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()
 
@@ -42,6 +43,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where JSON-Lines records are written (default: reports/)")
     group.addoption("--list-targets", action="store_true", default=False,
                     help="print the registered targets, whether each can run here and why not, then exit")
+    group.addoption("--gpt2-dir", default=os.environ.get(GPT2_DIR_ENV), metavar="PATH",
+                    help=f"local Hugging Face GPT-2 directory (config.json + model.safetensors) for the GPT-2 "
+                         f"greedy cases; default ${GPT2_DIR_ENV}; without it they skip")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -101,6 +105,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 def conformance(request: pytest.FixtureRequest) -> ConformanceSession:
     """The run's shared state: prepared targets, goldens and the record writer."""
     return request.config.stash[SESSION_KEY]
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(request: pytest.FixtureRequest) -> Path:
+    """The local GPT-2 directory from ``--gpt2-dir`` / ``$GPT_CONFORMANCE_GPT2_DIR``; skips without one."""
+    value = request.config.getoption("gpt2_dir")
+    if not value:
+        pytest.skip(f"GPT-2 cases need a local Hugging Face GPT-2 directory: --gpt2-dir PATH or ${GPT2_DIR_ENV}")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"--gpt2-dir {value}: not a directory", pytrace=False)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ whole run and never a pass.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import torch
 
 from harness.api import Target, TargetRegistry, UnsupportedHere
 from harness.conformance import Prepared, PreparedTargets, Truth, parity_verdicts, run_checked
-from harness.policies import Verdict, error_verdict
+from harness.decode import NonFiniteLogitsError, ReferenceGreedy, choose_window, compare_greedy, greedy_verdict
+from harness.policies import Verdict, error_verdict, get_policy
 from harness.records import RecordWriter
 from reference.cases import CaseSpec
 from reference.goldens import GOLDEN_DIR, Golden, GoldenError, load_golden, write_golden
@@ -112,6 +114,39 @@ class ConformanceSession:
         assert verdict is not None, "named cases always have targets, so a loss verdict"
         self.record(target, spec.name, check, verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
                     duration=seconds, extra={"golden_sha256": golden.sha256})
+        return verdict
+
+    def check_greedy(self, target: Target, model: torch.nn.Module, reference: ReferenceGreedy, case_id: str,
+                     decode: Callable[[list[int]], str] | None = None) -> Verdict:
+        """Greedy-decode ``model`` on ``target``, compare it tie-aware with ``reference`` (see
+        ``harness.decode``) under the target's ``greedy_margin``, and record the comparison."""
+        config = model.config
+        fed = len(reference.prompt) + len(reference.tokens) - 1  # the last new token is never fed back
+        window = choose_window(target.capabilities, fed, config.block_size)
+        shape = (1, fed) if window is None else (window.batch, window.seq_len)
+        if window is None:
+            limit = None if target.capabilities.accepts(1, fed) else target.capabilities.max_seq_len
+        else:
+            limit = window.seq_len if window.seq_len < fed else None
+        if limit is not None:
+            message = f"the greedy check feeds {fed} tokens; the target takes at most {limit}"
+            self.record(target, case_id, "greedy", None, config, shape, None, status="skip", message=message)
+            pytest.skip(f"{target.name}: {message}")
+        policy = get_policy(target.precision)
+
+        def forward(idx: torch.Tensor) -> torch.Tensor:
+            return self.run(target, model, idx, None, case_id, check="greedy")[0]
+
+        start = time.perf_counter()
+        try:
+            comparison = compare_greedy(forward, reference, policy.greedy_margin, config.block_size, window)
+        except NonFiniteLogitsError as exc:
+            verdict = error_verdict("greedy", target.precision, exc)
+            self.record(target, case_id, "greedy", verdict, config, shape, None)
+            pytest.fail(f"{target.name} on {case_id}: {exc}", pytrace=False)
+        verdict = greedy_verdict(comparison, policy, decode)
+        self.record(target, case_id, "greedy", verdict, config, shape, None, duration=time.perf_counter() - start,
+                    extra={"greedy": comparison.summary(decode)})
         return verdict
 
     def record(self, target: Target, case_id: str, check: str, verdict: Verdict | None, config: Any,
