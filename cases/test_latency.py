@@ -79,7 +79,7 @@ def greedy_generate_flops(model: GPT, batch: int, prompt_len: int, new_tokens: i
 def test_forward_latency(target, shape, benchmark, conformance, latency_settings, target_registry):
     run = LatencyRun(conformance, target, eager_baseline(target_registry), benchmark, latency_settings,
                      check="latency-forward", case_id=shape.name)
-    run.require_benchmark(shape.config, (shape.batch, shape.seq_len))
+    run.require_runnable(shape.config, shape.batch, shape.seq_len)
     model, idx = build(shape)
     first = run.first_result(model, idx, shape.seed)
     target_runnable = conformance.prepare(target, model, shape.name).runnable
@@ -97,9 +97,9 @@ def test_forward_latency(target, shape, benchmark, conformance, latency_settings
 def test_generation_throughput(target, shape, benchmark, conformance, latency_settings, target_registry):
     run = LatencyRun(conformance, target, eager_baseline(target_registry), benchmark, latency_settings,
                      check="latency-generate", case_id=shape.name)
-    run.require_benchmark(shape.config, (shape.batch, shape.seq_len))
     profile = latency_settings.profile
     new_tokens = min(profile.new_tokens, shape.config.block_size - shape.seq_len)
+    run.require_runnable(shape.config, shape.batch, shape.seq_len + new_tokens)
     model, prompt = build(shape)
     first = run.first_result(model, prompt, shape.seed)
     target_runnable = conformance.prepare(target, model, shape.name).runnable

@@ -31,6 +31,7 @@ import torch
 from harness.api import Target
 from harness.conformance import Truth, parity_verdicts
 from harness.peak_flops import parse_peak_option, peak_for
+from harness.policies import Verdict
 from harness.session import ConformanceSession
 from harness.timing import TimingSummary, mfu, ratio_vs_baseline, summarize, time_rounds
 from reference.goldens import reference_outputs
@@ -121,15 +122,21 @@ class LatencyRun:
         self.settings = settings
         self.check = check
         self.case_id = case_id
+        self.verdict: Verdict | None = None  # the first output's parity, set by first_result
         benchmark.group = case_id  # pytest-benchmark's table compares targets within a case
 
-    def require_benchmark(self, config: Any, input_shape: tuple) -> None:
-        """Skip, loudly and on the record, when pytest-benchmark will not time anything."""
-        if not self.benchmark.disabled:
+    def require_runnable(self, config: Any, batch: int, max_seq_len: int) -> None:
+        """Skip, loudly and on the record, when pytest-benchmark will not time anything or the
+        target cannot take the shape (``max_seq_len``: the longest sequence it will be called on)."""
+        input_shape = (batch, max_seq_len)
+        if self.benchmark.disabled:
+            reason = ("pytest-benchmark is disabled (it turns itself off under xdist `-n`, and with "
+                      "--benchmark-disable): latency not measured; run the latency tier alone without -n: "
+                      "pytest -m latency (no -n)")
+        elif not self.target.capabilities.accepts(batch, max_seq_len):
+            reason = f"{self.target.name}: capabilities do not accept batch {batch} x sequence {max_seq_len}"
+        else:
             return
-        reason = ("pytest-benchmark is disabled (it turns itself off under xdist `-n`, and with "
-                  "--benchmark-disable): latency not measured; run the latency tier alone without -n: "
-                  "pytest -m latency -p no:xdist")
         self.conformance.record(self.target, self.case_id, self.check, None, config, input_shape, None,
                                 status="skip", message=reason)
         pytest.skip(reason)
@@ -168,6 +175,8 @@ class LatencyRun:
                baseline_s: list[float], warmup_rounds: int, flops: float, first: dict[str, Any],
                tokens_per_call: int | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write the latency record; ``tokens_per_call`` (generated tokens) adds tokens/s."""
+        if self.verdict is None:
+            raise RuntimeError("LatencyRun.record before first_result: the output was never checked")
         summary, eager = summarize(target_s), summarize(baseline_s)
         ratio = ratio_vs_baseline(target_s, baseline_s)
         peak = peak_for(self.target.requirements.device, self.settings.peak_overrides)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -84,6 +85,7 @@ def parse_cpuinfo(text: str) -> tuple[set[str], float | None, int | None]:
     return flags, ghz, threads_per_core
 
 
+@lru_cache(maxsize=1)
 def cpu_peak() -> PeakFlops:
     """This machine's estimated fp32 peak over the cores this process may use."""
     try:
