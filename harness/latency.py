@@ -35,6 +35,7 @@ from harness.policies import Verdict
 from harness.session import ConformanceSession
 from harness.timing import TimingSummary, mfu, ratio_vs_baseline, summarize, time_rounds
 from reference.goldens import reference_outputs
+from reference.model import GPT
 
 PROFILE_ENV = "GPT_CONFORMANCE_LATENCY_PROFILE"
 BASELINE_NOTE = ("eager, measured by the harness on the same model and input right before this target, "
@@ -97,7 +98,7 @@ def latency_settings(request: pytest.FixtureRequest) -> LatencySettings:
     return request.config.stash[SETTINGS_KEY]
 
 
-def forward_flops(model: Any, batch: int, seq_len: int) -> float:
+def forward_flops(model: GPT, batch: int, seq_len: int) -> float:
     """Forward-only model FLOPs of one call on [batch, seq_len]: ``flops_per_token(T, training=False)``
     (2N + 4·L·H·Q·T, a third of nanoGPT's training count 6N + 12·L·H·Q·T) per token."""
     return batch * seq_len * model.flops_per_token(seq_len, training=False)
@@ -141,7 +142,7 @@ class LatencyRun:
                                 status="skip", message=reason)
         pytest.skip(reason)
 
-    def first_result(self, model: torch.nn.Module, idx: torch.Tensor, seed: Any) -> dict[str, Any]:
+    def first_result(self, model: GPT, idx: torch.Tensor, seed: Any) -> dict[str, Any]:
         """Prepare, call once (checked), and judge that output against fp64; fails on a wrong answer."""
         prepared = self.conformance.prepare(self.target, model, self.case_id)
         prepared_before = prepared.uses > 1
@@ -160,7 +161,7 @@ class LatencyRun:
                 "time_to_first_result_s": prepared.prepare_seconds + first_call_s,
                 "prepared_before": prepared_before}
 
-    def baseline_runnable(self, model: torch.nn.Module):
+    def baseline_runnable(self, model: GPT):
         return self.conformance.prepare(self.baseline, model, self.case_id).runnable
 
     def measure(self, target_call: Callable[[], Any], baseline_call: Callable[[], Any], rounds: int,
@@ -171,7 +172,7 @@ class LatencyRun:
             result = self.benchmark.pedantic(target_call, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
         return list(self.benchmark.stats.stats.data), baseline_s, result
 
-    def record(self, model: torch.nn.Module, input_shape: tuple, seed: Any, target_s: list[float],
+    def record(self, model: GPT, input_shape: tuple, seed: Any, target_s: list[float],
                baseline_s: list[float], warmup_rounds: int, flops: float, first: dict[str, Any],
                tokens_per_call: int | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write the latency record; ``tokens_per_call`` (generated tokens) adds tokens/s."""
