@@ -1,5 +1,6 @@
 """Proof that the latency tier sees a slow target, measures eager even when only another target
-is selected, gates regressions through pytest-benchmark, and says so when xdist disables it.
+is selected, gates regressions through pytest-benchmark, says so when xdist disables it, and
+never times a wrong answer.
 
 Each test runs the real latency cases in a subprocess, as a user would, on the tiny shapes only.
 """
@@ -96,4 +97,13 @@ def test_xdist_disables_benchmarks_and_the_tier_says_so(tmp_path, quiet_threads)
     assert "pytest-benchmark is disabled" in proc.stdout and "1 skipped" in proc.stdout
     (record,) = latency_records(records, PLANTED_SLOW.name).values()
     assert record["status"] == "skip" and "xdist" in record["message"]
+    assert "latency" not in record
+
+
+def test_a_wrong_target_is_not_timed(tmp_path, quiet_threads):
+    proc, records = run_pytest("-p", "tests.planted", *TINY_FORWARD, "--target", "planted-layernorm-eps",
+                               report_dir=tmp_path / "records")
+    assert proc.returncode == 1 and "not timed, output is wrong" in proc.stdout, proc.stdout + proc.stderr
+    (record,) = latency_records(records, "planted-layernorm-eps").values()
+    assert record["status"] == "fail" and record["message"].startswith("not timed")
     assert "latency" not in record
