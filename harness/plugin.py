@@ -20,6 +20,9 @@ from harness.api import Target, registry
 from harness.records import RecordWriter
 from harness.session import ConformanceSession, Options
 
+# The latency tier's options, fixture and settings live in their own plugin module.
+pytest_plugins = ["harness.latency"]
+
 GPT2_DIR_ENV = "GPT_CONFORMANCE_GPT2_DIR"
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()

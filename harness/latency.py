@@ -1,0 +1,212 @@
+"""The latency tier: pytest-benchmark timings of every target, read as ratios against eager.
+
+A pytest plugin (loaded by ``harness.plugin``) with the tier's options and ``LatencyRun``, which a
+latency case uses to time one target on one input:
+
+1. prepare the target and make its first call through the checked path; ``prepare_s`` plus that
+   call is the *time to first result* (compile or export included), reported apart from latency;
+2. judge that first output against the fp64 reference under the target's policy: a wrong answer
+   is never timed (its record fails instead);
+3. time the eager baseline on the same model and input, right before the target, with the same
+   rounds and warm-up. This is done whatever ``--target`` selected, so every ratio's two sides come
+   from the same process and the same minute;
+4. time the target with pytest-benchmark's ``benchmark.pedantic`` (warm-up rounds excluded), so
+   ``--benchmark-json``, ``--benchmark-save`` and ``--benchmark-compare-fail`` see it;
+5. record median, IQR, ratio to eager with the ratio's IQR, FLOP/s and MFU.
+
+Nothing here asserts on a time: ratios are information, and regressions are gated by
+pytest-benchmark against a baseline saved on the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+
+from harness.api import Target
+from harness.conformance import Truth, parity_verdicts
+from harness.peak_flops import parse_peak_option, peak_for
+from harness.policies import Verdict
+from harness.session import ConformanceSession
+from harness.timing import TimingSummary, mfu, ratio_vs_baseline, summarize, time_rounds
+from reference.goldens import reference_outputs
+from reference.model import GPT
+
+PROFILE_ENV = "GPT_CONFORMANCE_LATENCY_PROFILE"
+BASELINE_NOTE = ("eager, measured by the harness on the same model and input right before this target, "
+                 "in the same process, with the same rounds and warm-up, whatever --target selected")
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    name: str
+    forward_rounds: int
+    forward_warmup: int
+    generate_rounds: int
+    generate_warmup: int
+    new_tokens: int
+
+
+# quick keeps `pytest -m cpu` cheap on a 2-core laptop; nightly buys a tighter IQR with rounds.
+PROFILES = {
+    "quick": LatencyProfile("quick", forward_rounds=5, forward_warmup=2, generate_rounds=3, generate_warmup=1,
+                            new_tokens=8),
+    "nightly": LatencyProfile("nightly", forward_rounds=30, forward_warmup=5, generate_rounds=10, generate_warmup=2,
+                              new_tokens=32),
+}
+
+
+@dataclass
+class LatencySettings:
+    profile: LatencyProfile
+    peak_overrides: dict[str, float] = field(default_factory=dict)
+
+
+SETTINGS_KEY = pytest.StashKey[LatencySettings]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gpt-conformance-latency", "GPT conformance latency tier (marker `latency`)")
+    group.addoption("--latency-profile", choices=sorted(PROFILES), default=None,
+                    help="rounds and generated tokens of the latency cases: quick (default) or nightly; "
+                         f"default from ${PROFILE_ENV}, else nightly when --hypothesis-profile=nightly")
+    group.addoption("--peak-flops", action="append", default=[], metavar="[DEVICE=]FLOPS",
+                    help="peak FLOP/s for MFU, e.g. 989e12 or cuda=989e12 (DEVICE: cpu, cuda, neuron); "
+                         "repeatable; default: a datasheet table for A100/H100/H200 and trn1, an estimate for CPUs")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    name = config.getoption("latency_profile") or os.environ.get(PROFILE_ENV)
+    if name is None:
+        name = "nightly" if config.getoption("hypothesis_profile", None) == "nightly" else "quick"
+    if name not in PROFILES:
+        raise pytest.UsageError(f"${PROFILE_ENV}={name!r}: unknown latency profile; known: {sorted(PROFILES)}")
+    try:
+        overrides = parse_peak_option(config.getoption("peak_flops"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[SETTINGS_KEY] = LatencySettings(PROFILES[name], overrides)
+
+
+@pytest.fixture(scope="session")
+def latency_settings(request: pytest.FixtureRequest) -> LatencySettings:
+    return request.config.stash[SETTINGS_KEY]
+
+
+def forward_flops(model: GPT, batch: int, seq_len: int) -> float:
+    """Forward-only model FLOPs of one call on [batch, seq_len]: ``flops_per_token(T, training=False)``
+    (2N + 4·L·H·Q·T, a third of nanoGPT's training count 6N + 12·L·H·Q·T) per token."""
+    return batch * seq_len * model.flops_per_token(seq_len, training=False)
+
+
+def summary_dict(summary: TimingSummary) -> dict[str, float]:
+    return {"median_s": summary.median_s, "iqr_s": summary.iqr_s, "q1_s": summary.q1_s, "q3_s": summary.q3_s,
+            "rounds": summary.rounds}
+
+
+class LatencyRun:
+    """Times one target against the eager baseline on one model and input, and records it."""
+
+    def __init__(self, conformance: ConformanceSession, target: Target, baseline: Target, benchmark: Any,
+                 settings: LatencySettings, check: str, case_id: str):
+        if not check.startswith("latency"):
+            raise ValueError(f"latency checks are named latency*, got {check!r}")
+        self.conformance = conformance
+        self.target = target
+        self.baseline = baseline
+        self.benchmark = benchmark
+        self.settings = settings
+        self.check = check
+        self.case_id = case_id
+        self.verdict: Verdict | None = None  # the first output's parity, set by first_result
+        benchmark.group = case_id  # pytest-benchmark's table compares targets within a case
+
+    def require_runnable(self, config: Any, batch: int, max_seq_len: int) -> None:
+        """Skip, loudly and on the record, when pytest-benchmark will not time anything or the
+        target cannot take the shape (``max_seq_len``: the longest sequence it will be called on)."""
+        input_shape = (batch, max_seq_len)
+        if self.benchmark.disabled:
+            reason = ("pytest-benchmark is disabled (it turns itself off under xdist `-n`, and with "
+                      "--benchmark-disable): latency not measured; run the latency tier alone without -n: "
+                      "pytest -m latency (no -n)")
+        elif not self.target.capabilities.accepts(batch, max_seq_len):
+            reason = f"{self.target.name}: capabilities do not accept batch {batch} x sequence {max_seq_len}"
+        else:
+            return
+        self.conformance.record(self.target, self.case_id, self.check, None, config, input_shape, None,
+                                status="skip", message=reason)
+        pytest.skip(reason)
+
+    def first_result(self, model: GPT, idx: torch.Tensor, seed: Any) -> dict[str, Any]:
+        """Prepare, call once (checked), and judge that output against fp64; fails on a wrong answer."""
+        prepared = self.conformance.prepare(self.target, model, self.case_id)
+        prepared_before = prepared.uses > 1
+        logits, _, first_call_s = self.conformance.run(self.target, model, idx, None, self.case_id, seed=seed,
+                                                       check=self.check)
+        with torch.no_grad():
+            logits64, _, logits32, _ = reference_outputs(model, idx, None)
+        verdict, _ = parity_verdicts(self.target, Truth(logits64, None, logits32, None), logits, None)
+        self.verdict = verdict
+        if not verdict.passed:
+            self.conformance.record(self.target, self.case_id, self.check, verdict, model.config, tuple(idx.shape),
+                                    seed, message="not timed: first output is wrong: " + verdict.message)
+            pytest.fail(f"{self.target.name} on {self.case_id}: not timed, output is wrong\n{verdict.explain()}",
+                        pytrace=False)
+        return {"prepare_s": prepared.prepare_seconds, "first_call_s": first_call_s,
+                "time_to_first_result_s": prepared.prepare_seconds + first_call_s,
+                "prepared_before": prepared_before}
+
+    def baseline_runnable(self, model: GPT):
+        return self.conformance.prepare(self.baseline, model, self.case_id).runnable
+
+    def measure(self, target_call: Callable[[], Any], baseline_call: Callable[[], Any], rounds: int,
+                warmup_rounds: int) -> tuple[list[float], list[float], Any]:
+        """(target seconds per round, eager seconds per round, the target call's last result)."""
+        with torch.no_grad():
+            baseline_s = time_rounds(baseline_call, rounds, warmup_rounds)
+            result = self.benchmark.pedantic(target_call, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
+        return list(self.benchmark.stats.stats.data), baseline_s, result
+
+    def record(self, model: GPT, input_shape: tuple, seed: Any, target_s: list[float],
+               baseline_s: list[float], warmup_rounds: int, flops: float, first: dict[str, Any],
+               tokens_per_call: int | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the latency record; ``tokens_per_call`` (generated tokens) adds tokens/s."""
+        if self.verdict is None:
+            raise RuntimeError("LatencyRun.record before first_result: the output was never checked")
+        summary, eager = summarize(target_s), summarize(baseline_s)
+        ratio = ratio_vs_baseline(target_s, baseline_s)
+        peak = peak_for(self.target.requirements.device, self.settings.peak_overrides)
+        achieved = flops / summary.median_s
+        latency = {
+            **summary_dict(summary),
+            "warmup_rounds": warmup_rounds,
+            "profile": self.settings.profile.name,
+            "ratio_vs_eager": ratio.value,
+            "ratio_iqr": ratio.iqr,
+            "ratio_q1": ratio.q1,
+            "ratio_q3": ratio.q3,
+            "eager": {**summary_dict(eager), "measured": BASELINE_NOTE},
+            "flops": flops,
+            "flops_basis": "forward-only: GPT.flops_per_token(T, training=False) x tokens per forward",
+            "achieved_flops_per_s": achieved,
+            "mfu": mfu(flops, summary.median_s, peak.flops) if peak else None,
+            "peak_flops": peak.flops if peak else None,
+            "peak_flops_source": peak.source if peak else "unknown for this device: pass --peak-flops DEVICE=FLOPS",
+            **first,
+            **(extra or {}),
+        }
+        if tokens_per_call is not None:
+            latency["tokens_per_s"] = tokens_per_call / summary.median_s
+            latency["eager_tokens_per_s"] = tokens_per_call / eager.median_s
+        self.benchmark.extra_info.update({k: v for k, v in latency.items() if k != "eager"})
+        message = (f"timed (no gate on times): median {summary.median_s * 1e3:.3g} ms, "
+                   f"{ratio.value:.3g}x eager (IQR {ratio.q1:.3g}..{ratio.q3:.3g}); first output {self.verdict.status} "
+                   f"under policy {self.verdict.policy!r}")
+        return self.conformance.record(self.target, self.case_id, self.check, self.verdict, model.config,
+                                       input_shape, seed, message=message, duration=summary.median_s,
+                                       extra={"latency": latency})
