@@ -15,7 +15,8 @@ target that traces or exports can route its calls through its own mechanism.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn

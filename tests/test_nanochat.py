@@ -81,7 +81,7 @@ def test_nanochat_zero_init_makes_every_logit_zero():
     model.init_weights(nanochat_zeros=True)
     assert torch.equal(model(tokens(model.config)), torch.zeros(3, 16, 37))
     seeded = build()(tokens(model.config))
-    assert float(seeded.std()) > 0.5  # measured 0.93: logits that depend on every layer
+    assert float(seeded.std()) > 0.5  # measured 0.95: logits that depend on every layer
 
 
 @pytest.mark.parametrize("n_kv_head", [4, 2, 1])
@@ -91,8 +91,8 @@ def test_fp64_and_fp32_agree(n_kv_head):
     model64 = copy.deepcopy(model).double()
     logits64, logits32 = model64(idx), model(idx)
     assert logits64.dtype == torch.float64 and logits32.dtype == torch.float32
-    # fp32 rounding through two layers of O(1) activations: measured <= 3e-6 on this config;
-    # 1e-4 is 30x that and still 1000x below the planted bugs' smallest effect (see planted tests).
+    # fp32 rounding through two layers of O(1) activations: measured 1.1e-6 to 1.3e-6 here;
+    # 1e-4 is ~80x that and still ~10^4x below the planted bugs' smallest effect (0.94).
     assert float((logits64 - logits32).abs().max()) < 1e-4
     assert float((logits64 - logits32).abs().max()) > 0  # the two precisions really differ
 
@@ -112,7 +112,7 @@ def test_sdpa_enable_gqa_and_manual_repeat_agree_in_fp64(n_kv_head):
     manual = build(n_kv_head=n_kv_head, attn_impl="manual").double()
     manual.load_state_dict(sdpa.state_dict())
     idx = tokens(sdpa.config)
-    # Same math, different reduction order: fp64 reassociation, ~1e-15 relative.
+    # Same math, different reduction order: measured 1.6e-15 to 1.9e-15 (fp64 reassociation).
     torch.testing.assert_close(manual(idx), sdpa(idx), rtol=0, atol=1e-12)
 
 
@@ -183,7 +183,8 @@ def test_future_tokens_do_not_change_earlier_logits(attn_impl):
     changed = idx.clone()
     changed[:, 9:] = (changed[:, 9:] + 1) % model.config.vocab_size
     before, after = model(idx), model(changed)
-    # Masked keys contribute exact zeros: measured bit-identical; fp64 reassociation bound kept.
+    # Masked keys contribute exact zeros: measured bit-identical (0.0) in both paths; the bound
+    # allows fp64 reassociation only, while a leaking mask moves these logits by > 1e-2.
     torch.testing.assert_close(after[:, :9], before[:, :9], rtol=0, atol=1e-12)
     assert float((after[:, 9:] - before[:, 9:]).abs().max()) > 1e-2
 
