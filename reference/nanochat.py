@@ -86,8 +86,8 @@ class NanochatConfig:
             )
         if self.attn_impl not in ATTENTION_IMPLS:
             raise ValueError(f"NanochatConfig.attn_impl must be one of {ATTENTION_IMPLS}, got {self.attn_impl!r}")
-        if isinstance(self.rotary_base, bool) or not isinstance(self.rotary_base, (int, float)) \
-                or not self.rotary_base > 1:
+        is_number = isinstance(self.rotary_base, (int, float)) and not isinstance(self.rotary_base, bool)
+        if not is_number or not self.rotary_base > 1:
             raise ValueError(f"NanochatConfig.rotary_base must be a number > 1, got {self.rotary_base!r}")
 
     @property

@@ -2,7 +2,9 @@
 causality, nanochat's forward contract, its model family, and the original torch.export check."""
 
 import copy
+import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from torch.nn import functional as F
 
 from reference.cases import NANOCHAT_CASES, build_case, named_case
 from reference.families import FAMILIES, family_named, family_of
-from reference.goldens import load_golden, reference_outputs
+from reference.goldens import GOLDEN_DIR, GoldenError, load_golden, reference_outputs
 from reference.model import GPTConfig
 from reference.nanochat import SOFTCAP, NanochatConfig, NanochatGPT, apply_rotary_emb, rotary_tables
 
@@ -240,6 +242,19 @@ def test_nanochat_goldens_are_reproduced(spec):
     assert float((logits64 - golden.logits64).abs().max()) <= 1e-9 * scale
     assert abs(float(loss64) - float(golden.loss64)) <= 1e-9 * abs(float(golden.loss64))
     torch.testing.assert_close(logits32, golden.logits32, rtol=1.3e-6, atol=1e-5)
+
+
+def test_golden_of_another_family_is_reported(tmp_path):
+    spec = named_case("nanochat-mqa")
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(GOLDEN_DIR / f"{spec.name}{suffix}", tmp_path)
+    meta_path = tmp_path / f"{spec.name}.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["family"] == "nanochat"
+    meta["family"] = "nanogpt"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(GoldenError, match=r"different case definition: \{'family': \('nanogpt', 'nanochat'\)\}"):
+        load_golden(spec, tmp_path)
 
 
 def test_nanochat_seed_case_is_the_original_config():
