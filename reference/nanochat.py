@@ -27,7 +27,8 @@ Differences from nanochat, each one for the harness:
 - the seeded init keeps nanochat's fan-in rule for every Linear but not its zero init of
   ``lm_head`` and of the ``c_proj`` projections: with those zeros every logit is exactly 0 and
   attention and MLP do not reach the output, so no rotary, attention or MLP bug could show.
-  ``init_weights(nanochat_zeros=True)`` reproduces nanochat's init exactly;
+  ``init_weights(nanochat_zeros=True)`` applies nanochat's zeros too (same distributions as
+  nanochat; the random draws are not nanochat's, which seeds and orders them differently);
 - ``NanochatConfig`` validates itself and names the offending field; inputs are validated like
   ``reference.model.check_inputs``; ``attn_impl`` selects SDPA (``enable_gqa``) or an explicit
   ``repeat_interleave`` + masked softmax path, so the two can be checked against each other;
@@ -225,7 +226,7 @@ class NanochatGPT(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, nanochat_zeros: bool = False) -> None:
-        """nanochat's init: normal(0, 1) embedding; every Linear normal with std
+        """nanochat's init distributions: normal(0, 1) embedding; every Linear normal with std
         ``1/sqrt(fan_in) * min(1, sqrt(fan_out / fan_in))`` (arXiv:2310.17813). nanochat then zeroes
         ``lm_head`` and every ``c_proj``; that happens only with ``nanochat_zeros=True``, because
         it makes all logits exactly 0 (see the module docstring)."""
