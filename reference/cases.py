@@ -11,16 +11,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from reference.model import GPT, GPTConfig
+from reference.families import family_named
+from reference.model import GPTConfig
+from reference.nanochat import NanochatConfig
 
 SEED_CONFIG = GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_embd=64)
 GPT2_SMALL_CONFIG = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
+# nanochat's GPTConfig in the original torch.export check.
+NANOCHAT_SEED_CONFIG = NanochatConfig(sequence_len=32, vocab_size=65, n_layer=2, n_head=4, n_kv_head=4, n_embd=64)
 
 
 @dataclass(frozen=True)
 class CaseSpec:
     name: str
-    config: GPTConfig
+    config: GPTConfig | NanochatConfig
     batch: int
     seq_len: int
     seed: int = 0
@@ -31,10 +35,14 @@ class CaseSpec:
     store_full: bool = True
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    family: str = "nanogpt"  # a name in reference.families.FAMILIES
 
     def __post_init__(self) -> None:
-        if not 1 <= self.seq_len <= self.config.block_size:
-            raise ValueError(f"case {self.name}: seq_len {self.seq_len} outside [1, block_size={self.config.block_size}]")
+        family = family_named(self.family)
+        family.check_config(self.config)
+        limit = family.block_size(self.config)
+        if not 1 <= self.seq_len <= limit:
+            raise ValueError(f"case {self.name}: seq_len {self.seq_len} outside [1, {family.length_field}={limit}]")
         if self.batch < 1:
             raise ValueError(f"case {self.name}: batch must be >= 1, got {self.batch}")
 
@@ -49,18 +57,34 @@ NAMED_CASES: tuple[CaseSpec, ...] = (
              notes="GPT-2 small's architecture with random init"),
 )
 
+# The nanochat family's cases. Kept apart from NAMED_CASES until the harness and its targets are
+# model-family aware (cases/ and the planted-bug tests parametrize over NAMED_CASES).
+NANOCHAT_CASES: tuple[CaseSpec, ...] = (
+    CaseSpec("nanochat-seed", NANOCHAT_SEED_CONFIG, batch=64, seq_len=32, family="nanochat",
+             notes="nanochat's GPTConfig and batch in the original torch.export check"),
+    CaseSpec("nanochat-mqa", NanochatConfig(sequence_len=32, vocab_size=65, n_layer=2, n_head=4, n_kv_head=1, n_embd=64),
+             batch=8, seq_len=32, seed=11, family="nanochat", notes="multi-query attention: one kv head"),
+    CaseSpec("nanochat-gqa", NanochatConfig(sequence_len=48, vocab_size=97, n_layer=2, n_head=4, n_kv_head=2, n_embd=64),
+             batch=4, seq_len=48, seed=12, family="nanochat",
+             notes="grouped-query attention: two query heads per kv head; the only case where kv-head order shows"),
+)
+
+
+ALL_CASES: tuple[CaseSpec, ...] = NAMED_CASES + NANOCHAT_CASES
+
 
 def named_case(name: str) -> CaseSpec:
-    for spec in NAMED_CASES:
+    for spec in ALL_CASES:
         if spec.name == name:
             return spec
-    raise KeyError(f"no named case {name!r}; known: {[c.name for c in NAMED_CASES]}")
+    raise KeyError(f"no named case {name!r}; known: {[c.name for c in ALL_CASES]}")
 
 
-def build_case(spec: CaseSpec) -> tuple[GPT, torch.Tensor, torch.Tensor]:
+def build_case(spec: CaseSpec) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """Build the fp32 model, token ids and targets of ``spec`` from its seed, in eval mode."""
-    torch.manual_seed(spec.seed)
-    model = GPT(spec.config).eval()
-    idx = torch.randint(0, spec.config.vocab_size, (spec.batch, spec.seq_len))
-    targets = torch.randint(0, spec.config.vocab_size, (spec.batch, spec.seq_len))
+    family = family_named(spec.family)
+    model = family.build(spec.config, spec.seed)  # seeds torch's RNG, then draws the weights
+    vocab = family.vocab_size(spec.config)
+    idx = torch.randint(0, vocab, (spec.batch, spec.seq_len))
+    targets = torch.randint(0, vocab, (spec.batch, spec.seq_len))
     return model, idx, targets

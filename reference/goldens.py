@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reference.cases import CaseSpec, build_case
-from reference.model import GPT
+from reference.families import family_named, family_of
 
 GOLDEN_DIR = Path(__file__).parent / "goldens"
 FORMAT_VERSION = 1
@@ -34,7 +34,7 @@ class GoldenError(RuntimeError):
 @dataclass
 class Golden:
     spec: CaseSpec
-    model: GPT  # fp32, eval mode
+    model: torch.nn.Module  # fp32, eval mode, of the case's family
     idx: torch.Tensor
     targets: torch.Tensor
     logits64: torch.Tensor
@@ -53,11 +53,13 @@ def sha256_file(path: Path) -> str:
 
 
 @torch.no_grad()
-def reference_outputs(model: GPT, idx: torch.Tensor, targets: torch.Tensor | None):
-    """(logits64, loss64, logits32, loss32) of ``model`` (fp32) on ``idx``: the truth and eager fp32."""
+def reference_outputs(model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None):
+    """(logits64, loss64, logits32, loss32) of ``model`` (fp32, any family) on ``idx``: the truth
+    and eager fp32."""
+    family = family_of(model.config)
     model64 = copy.deepcopy(model).double()
-    logits64, loss64 = model64(idx, targets, full_logits=True)
-    logits32, loss32 = model(idx, targets, full_logits=True)
+    logits64, loss64 = family.logits_and_loss(model64, idx, targets)
+    logits32, loss32 = family.logits_and_loss(model, idx, targets)
     return logits64, loss64, logits32, loss32
 
 
@@ -72,7 +74,8 @@ def write_golden(spec: CaseSpec, directory: Path = GOLDEN_DIR) -> Path:
     if spec.store_full:
         tensors.update(logits64=logits64, logits32=logits32)
         state = model.state_dict()
-        state.pop("transformer.wte.weight")  # tied to lm_head.weight
+        for tied in family_named(spec.family).tied_weights:
+            state.pop(tied)  # stored once, under the name it is tied to
         tensors.update({f"weight.{k}": v for k, v in state.items()})
     else:
         tensors["fingerprint64"] = logits64[..., :FINGERPRINT_COLUMNS]
@@ -82,6 +85,7 @@ def write_golden(spec: CaseSpec, directory: Path = GOLDEN_DIR) -> Path:
     meta = {
         "format_version": FORMAT_VERSION,
         "case": spec.name,
+        "family": spec.family,
         "config": spec.config.to_dict(),
         "seed": spec.seed,
         "batch": spec.batch,
@@ -112,8 +116,10 @@ def load_golden(spec: CaseSpec, directory: Path = GOLDEN_DIR) -> Golden:
             f"golden {tensor_path} is corrupt: sha256 {actual[:12]}… does not match "
             f"{str(meta.get('sha256'))[:12]}… recorded in {meta_path.name}"
         )
-    expected_meta = {"config": spec.config.to_dict(), "seed": spec.seed, "batch": spec.batch, "seq_len": spec.seq_len}
-    stale = {k: (meta.get(k), v) for k, v in expected_meta.items() if meta.get(k) != v}
+    expected_meta = {"config": spec.config.to_dict(), "seed": spec.seed, "batch": spec.batch, "seq_len": spec.seq_len,
+                     "family": spec.family}
+    recorded = {"family": "nanogpt", **meta}  # goldens from before model families are nanoGPT's
+    stale = {k: (recorded.get(k), v) for k, v in expected_meta.items() if recorded.get(k) != v}
     if stale:
         raise GoldenError(f"golden {meta_path} was made for a different case definition: {stale}; "
                           "run pytest --update-goldens if the case changed on purpose")
@@ -123,7 +129,8 @@ def load_golden(spec: CaseSpec, directory: Path = GOLDEN_DIR) -> Golden:
         raise GoldenError(f"case {spec.name!r}: seeded inputs no longer match the golden's (torch RNG changed?)")
     if spec.store_full:
         state = {k.removeprefix("weight."): v for k, v in tensors.items() if k.startswith("weight.")}
-        state["transformer.wte.weight"] = state["lm_head.weight"]
+        for tied, source in family_named(spec.family).tied_weights.items():
+            state[tied] = state[source]
         model.load_state_dict(state)
         logits64, logits32 = tensors["logits64"], tensors["logits32"]
     else:

@@ -89,8 +89,13 @@ def _is_tracing() -> bool:
     return False
 
 
-def check_inputs(config: GPTConfig, idx: torch.Tensor, targets: torch.Tensor | None = None) -> None:
-    """Raise ValueError naming the problem if ``idx``/``targets`` cannot be fed to this config."""
+def check_inputs(
+    config: GPTConfig, idx: torch.Tensor, targets: torch.Tensor | None = None, *, length_field: str = "block_size"
+) -> None:
+    """Raise ValueError naming the problem if ``idx``/``targets`` cannot be fed to this config.
+
+    ``length_field`` names the config's context-length field (nanochat calls it ``sequence_len``),
+    so every model family shares these checks and its errors name its own field."""
     if not isinstance(idx, torch.Tensor):
         raise ValueError(f"idx must be a torch.Tensor, got {type(idx).__name__}")
     if idx.dim() != 2:
@@ -98,8 +103,9 @@ def check_inputs(config: GPTConfig, idx: torch.Tensor, targets: torch.Tensor | N
     if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
         raise ValueError(f"idx must be an integer tensor, got dtype {idx.dtype}")
     t = idx.size(1)
-    if t > config.block_size:
-        raise ValueError(f"sequence length {t} exceeds block_size {config.block_size}")
+    max_len = getattr(config, length_field)
+    if t > max_len:
+        raise ValueError(f"sequence length {t} exceeds {length_field} {max_len}")
     if t == 0 or idx.size(0) == 0:
         raise ValueError(f"idx must be non-empty, got shape {tuple(idx.shape)}")
     if targets is not None:
