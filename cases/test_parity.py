@@ -8,9 +8,9 @@ tolerance that would have passed.
 import pytest
 
 from harness.session import assert_verdict
-from reference.cases import NAMED_CASES
+from reference.cases import ALL_CASES
 
-CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.slow else []) for spec in NAMED_CASES]
+CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.slow else []) for spec in ALL_CASES]
 
 
 @pytest.mark.parametrize("spec", CASES)

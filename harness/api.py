@@ -44,6 +44,7 @@ import torch
 
 from harness.policies import Gate, TolerancePolicy, get_policy, register_policy
 from harness.probes import AVAILABLE, Availability, first_unavailable, probe_cuda, probe_neuron_device, probe_package
+from reference.families import FAMILIES
 
 __all__ = [
     "Availability", "Capabilities", "Gate", "Requirements", "Runnable", "Target", "TargetRegistry",
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "gpt_conformance.targets"
+# Every model family the reference defines; a target that is family-agnostic declares these.
+ALL_FAMILIES = frozenset(FAMILIES)
 # The pytest marker of each device kind: the hardware tier a target's tests belong to.
 DEVICE_MARKERS = {"cpu": "cpu", "cuda": "gpu", "neuron": "trn1"}
 
@@ -82,7 +85,8 @@ class Capabilities:
     - ``dynamic_shapes``: any (batch, seq_len) up to the maxima, else only ``static_shapes``.
     - ``static_shapes``: the (batch, seq_len) buckets a static target was built for; inputs are
       padded up to one of them by the target itself.
-    - ``families``: model families the target can express (``"nanogpt"``, ...).
+    - ``families``: model families the target can express (``"nanogpt"``, ``"nanochat"``: see
+      ``reference.families``); cases of other families skip with the reason.
     - ``returns_loss``: whether the runnable computes the loss itself.
     """
 

@@ -17,6 +17,7 @@ import torch
 from harness.api import Runnable, Target
 from harness.metrics import logit_metrics, loss_metrics
 from harness.policies import Verdict, get_policy, judge_logits, judge_loss
+from reference.families import family_of
 from reference.model import check_inputs
 
 
@@ -62,7 +63,7 @@ class PreparedTargets:
 def run_checked(runnable: Runnable, target: Target, config, idx: torch.Tensor,
                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Validate the input against the config, run, and validate the output's shape and dtype."""
-    check_inputs(config, idx, targets)
+    check_inputs(config, idx, targets, length_field=family_of(config).length_field)
     with torch.no_grad():
         out = runnable(idx, targets)
     if not isinstance(out, (tuple, list)) or len(out) != 2:

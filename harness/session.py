@@ -101,6 +101,7 @@ class ConformanceSession:
     # --- judging and recording -----------------------------------------------------------
     def check_named_parity(self, target: Target, spec: CaseSpec, check: str) -> Verdict:
         """``check`` is "logits" or "loss": judge a named case against its golden and record it."""
+        self.require_family(target, spec.family, spec.name, spec.config)
         try:
             golden = self.golden(spec)
         except GoldenError as exc:
@@ -115,6 +116,13 @@ class ConformanceSession:
         self.record(target, spec.name, check, verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
                     duration=seconds, extra={"golden_sha256": golden.sha256})
         return verdict
+
+    def require_family(self, target: Target, family: str, case_id: str, config: Any) -> None:
+        """Skip (and record why) when ``target`` cannot express models of ``family``."""
+        if family not in target.capabilities.families:
+            message = f"target supports model families {sorted(target.capabilities.families)}, not {family!r}"
+            self.record(target, case_id, "family", None, config, None, None, status="skip", message=message)
+            pytest.skip(f"{target.name}: {message}")
 
     def check_greedy(self, target: Target, model: torch.nn.Module, reference: ReferenceGreedy, case_id: str,
                      decode: Callable[[list[int]], str] | None = None) -> Verdict:

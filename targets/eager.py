@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from harness.api import Capabilities, Target
+from harness.api import ALL_FAMILIES, Capabilities, Target
+from reference.families import family_of
 
 
 class EagerTarget(Target):
     name = "eager"
     precision = "fp32"
     description = "the reference GPT in eager float32 (the control)"
-    capabilities = Capabilities(dynamic_shapes=True)
+    capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES)
 
     def prepare(self, model, config):
         model = model.eval()
+        family = family_of(model.config)
 
         def run(idx, targets=None):
-            return model(idx, targets, full_logits=True)
+            return family.logits_and_loss(model, idx, targets)
 
         return run
 

@@ -19,23 +19,28 @@ import io
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from harness.api import Capabilities, Target, UnsupportedHere
-from reference.model import GPTConfig
+from harness.api import ALL_FAMILIES, Capabilities, Target, UnsupportedHere
+from reference.families import family_of
 
 
 class FunctionalGPT(torch.nn.Module):
-    """Calls the wrapped model with parameters passed in, so none are baked into the graph."""
+    """Calls the wrapped model with parameters passed in, so none are baked into the graph.
+    The model's family says how to get (logits, loss) out of its forward."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        self.family = family_of(model.config)
 
     def forward(self, params: dict[str, torch.Tensor], idx: torch.Tensor, targets: torch.Tensor | None = None):
-        args = (idx,) if targets is None else (idx, targets)
-        return torch.func.functional_call(self.model, params, args, {"full_logits": True})
+        def call(*args, **kwargs):
+            return torch.func.functional_call(self.model, params, args, kwargs)
+
+        return self.family.logits_and_loss(call, idx, targets)
 
 
 @dataclass
@@ -50,33 +55,34 @@ def parameters_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters()}
 
 
-def dynamic_shapes_for(config: GPTConfig, params: dict[str, torch.Tensor], with_targets: bool):
-    """Dynamic batch (>= 1) and sequence (1..block_size) for idx and targets; parameters static."""
+def dynamic_shapes_for(config, params: dict[str, torch.Tensor], with_targets: bool):
+    """Dynamic batch (>= 1) and sequence (1..block size) for idx and targets; parameters static."""
+    block_size = family_of(config).block_size(config)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     dims = {0: batch}
-    if config.block_size >= 2:
-        dims[1] = torch.export.Dim("seq", min=1, max=config.block_size)
+    if block_size >= 2:
+        dims[1] = torch.export.Dim("seq", min=1, max=block_size)
     spec = ({name: None for name in params}, dims)
     return spec + (dims,) if with_targets else spec
 
 
-def example_inputs(config: GPTConfig, with_targets: bool) -> tuple[torch.Tensor, ...]:
+def example_inputs(config, with_targets: bool) -> tuple[torch.Tensor, ...]:
     # Sizes of 2 avoid torch.export's specialisation of dimensions whose example size is 0 or 1.
-    seq = min(2, config.block_size)
+    seq = min(2, family_of(config).block_size(config))
     idx = torch.zeros(2, seq, dtype=torch.long)
     return (idx, torch.zeros_like(idx)) if with_targets else (idx,)
 
 
 class ExportTarget(Target):
     precision = "fp32"
-    capabilities = Capabilities(dynamic_shapes=True, max_batch=1 << 16)
+    capabilities = Capabilities(dynamic_shapes=True, max_batch=1 << 16, families=ALL_FAMILIES)
 
     def __init__(self, name: str, strict: bool, serdes: bool, description: str):
         self.name = name
         self.strict = strict
         self.serdes = serdes
         self.description = description
-        self._programs: dict[tuple[GPTConfig, bool], ExportedProgram] = {}
+        self._programs: dict[tuple[Any, bool], ExportedProgram] = {}
         self.export_count = 0
 
     def environment(self) -> dict:

@@ -8,8 +8,8 @@
   two orders coincide: with ``n_kv_head == n_head`` (nothing is repeated) and with
   ``n_kv_head == 1`` (one head repeated), so only a GQA case such as ``nanochat-gqa`` catches it.
 
-Load them with ``pytest -p tests.planted_nanochat``. Their ``families`` attribute says they only
-run nanochat models.
+Load them with ``pytest -p tests.planted_nanochat``. Their capabilities say they only run
+nanochat models.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import copy
 
 from torch.nn import functional as F
 
-from harness.api import Target
+from harness.api import Capabilities, Target
 from reference.families import family_named
 from reference.nanochat import CausalSelfAttention, NanochatGPT
 
@@ -27,7 +27,7 @@ NANOCHAT = family_named("nanochat")
 
 class PlantedNanochatTarget(Target):
     precision = "fp32"
-    families = ("nanochat",)
+    capabilities = Capabilities(families=frozenset({"nanochat"}))
 
     def mutate(self, model: NanochatGPT) -> NanochatGPT:
         raise NotImplementedError

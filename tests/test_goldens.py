@@ -6,10 +6,10 @@ import shutil
 import pytest
 import torch
 
-from reference.cases import NAMED_CASES, build_case, named_case
+from reference.cases import ALL_CASES, build_case, named_case
 from reference.goldens import GOLDEN_DIR, GoldenError, load_golden, reference_outputs, sha256_file
 
-FAST_CASES = [spec for spec in NAMED_CASES if not spec.slow]
+FAST_CASES = [spec for spec in ALL_CASES if not spec.slow]
 
 
 @pytest.mark.parametrize("spec", FAST_CASES, ids=lambda s: s.name)
