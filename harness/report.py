@@ -39,8 +39,8 @@ import json
 import math
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
