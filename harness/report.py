@@ -500,11 +500,14 @@ def histogram_svg(hist: Any, bounds: list[float], width: int = 520, height: int 
 
     bars = []
     for i, c in enumerate(counts_f):
-        h = plot_h * (c or 0) / peak
-        bars.append({"x": x_of(edges_f[i]), "w": max(x_of(edges_f[i + 1]) - x_of(edges_f[i]) - 1, 1), "y": bottom - h,
-                     "h": h, "title": f"1e{fmt(edges_f[i])} – 1e{fmt(edges_f[i + 1])}: {int(c or 0)}"})
-    ticks = [{"x": x_of(d), "label": f"1e{d}"} for d in range(math.ceil(lo), math.floor(hi) + 1, 2)]
-    lines = [{"x": x_of(math.log10(b)), "label": f"bound {fmt(b)}"} for b in bounds
+        if not c:
+            continue  # empty bins draw nothing; skipping them keeps big reports small
+        h = plot_h * c / peak
+        bars.append({"x": round(x_of(edges_f[i]), 1), "w": round(max(x_of(edges_f[i + 1]) - x_of(edges_f[i]) - 1, 1), 1),
+                     "y": round(bottom - h, 1), "h": round(h, 1),
+                     "title": f"1e{fmt(edges_f[i])} – 1e{fmt(edges_f[i + 1])}: {int(c)}"})
+    ticks = [{"x": round(x_of(d), 1), "label": f"1e{d}"} for d in range(math.ceil(lo), math.floor(hi) + 1, 2)]
+    lines = [{"x": round(x_of(math.log10(b)), 1), "label": f"bound {fmt(b)}"} for b in bounds
              if b > 0 and math.isfinite(b) and lo <= math.log10(b) <= hi]
     return {"bars": bars, "ticks": ticks, "lines": lines, "width": width, "height": height, "bottom": bottom,
             "left": left, "top": bottom - plot_h, "total": int(sum(c or 0 for c in counts_f))}

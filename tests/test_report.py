@@ -134,7 +134,7 @@ def test_greedy_texts_side_by_side_with_the_divergence_marked():
 def test_error_histogram_is_inline_svg_with_the_bound_line():
     page = render([record("export", "seed", "logits", "fail", histogram=histogram(-3))])
     detail = section(page, "details")
-    assert detail.count('class="hbar"') == 24
+    assert detail.count('class="hbar"') == sum(c > 0 for c in histogram(-3)["counts"]) > 5
     assert "bound 1.800e-06" in detail
 
 
