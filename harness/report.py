@@ -367,6 +367,8 @@ def trend(current: list[dict], baseline: list[dict], threshold: float = DEFAULT_
         "threshold": threshold,
         "only_current": len(cur.keys() - base.keys()),
         "only_baseline": len(base.keys() - cur.keys()),
+        # A whole target gone since the baseline usually means a machine did not report.
+        "gone_targets": sorted({k[0] for k in base} - {k[0] for k in cur}),
         "baseline_records": len(baseline),
         "baseline_sources": sorted({source_of(r) for r in baseline}),
     }

@@ -113,8 +113,9 @@ def test_trend_lists_new_failures_fixes_and_moved_metrics():
     moved = {(m["key"][0], m["metric"]) for m in t["moved"]}
     assert ("c", "rmse") in moved, "tripled"
     assert ("d", "rmse") not in moved, "a 17% change is under the 50% threshold"
-    assert (t["only_current"], t["only_baseline"]) == (1, 1)
+    assert (t["only_current"], t["only_baseline"]) == (1, 1) and t["gone_targets"] == ["gone"]
     summary = section(render(after, before), "summary")
+    assert "target(s) that ran in the baseline:\n    gone." in summary
     assert "New failures (2)" in summary and "Fixed (1)" in summary and f'href="#{anchor(("a", "seed", "logits"))}"' in summary
 
 
