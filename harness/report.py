@@ -15,16 +15,19 @@ Parity: ``metrics`` {name: number}, ``baseline`` {name: number} (eager fp32's er
 Optional sections light up when records carry them:
 
 - ``histogram``: {log10_edges: [n+1], counts: [n]} of |target - fp64| (``abs_error_histogram``).
-- ``greedy`` (check "greedy"): {first_divergence: token index or null, margin, tokens_compared,
-  reference_text, target_text, divergence_char: optional character offset of the divergence in
-  both texts (else the texts' common prefix)}.
-- ``quality`` (quantization / low precision): {top1_agreement, kl_mean, perplexity_ratio,
-  arithmetic: verdict string, ...}; ``metrics.top1_agreement``/``kl_mean`` of a ``logits`` check of
-  a non-fp32 target also count.
+- ``greedy`` (check "greedy"): {first_divergence: token index or null, margin_at_first_divergence,
+  tokens_checked, reference_text, target_text, reference_tokens, target_tokens, divergence_char:
+  optional character offset of the divergence in both texts (else the texts' common prefix)}.
+- Cost of precision, for targets whose precision is not fp32/fp64 or records with ``quality``:
+  top-1 and KL from ``quality`` {top1_agreement, kl_mean, perplexity_ratio, ...} or from
+  ``metrics`` of a "logits" or "quality" check (``metrics.ppl_ratio`` too); greedy divergence from
+  ``greedy.first_divergence`` or top-level ``greedy_divergence_index`` (== ``greedy_steps``: none);
+  the statuses of its checks (e.g. "arithmetic", "quality") are counted.
 - ``property`` (Hypothesis checks): {example: shrunk example as text, repro: command line}; a
   top-level ``repro`` string is shown for any record.
-- ``latency`` (check starting "latency"): {median_s, q1_s, q3_s, iqr_s, eager_median_s,
-  ratio_vs_eager, mfu, time_to_first_result_s, rounds}.
+- ``latency`` (check starting "latency"): {median_s, q1_s, q3_s, iqr_s, ratio_vs_eager, ratio_q1,
+  ratio_q3 (whiskers; else the target's quartiles over eager's median), eager_median_s or
+  eager: {median_s}, mfu, time_to_first_result_s, rounds}.
 
 A target+case+check seen with different statuses (two machines, two runs) is a *conflict*: its
 cell shows every status and its detail shows the records side by side; nothing is dropped.
@@ -390,11 +393,13 @@ def precision_cost(records: list[dict]) -> list[dict]:
         if _is_high_precision(precision) and not quality:
             continue
         row = rows.setdefault(target, {"target": target, "precision": precision, "top1": None, "kl": None,
-                                       "ppl": None, "divergence": None, "greedy_checked": 0, "extra": {}})
-        metrics = as_dict(rec.get("metrics")) if check == "logits" else {}
+                                       "ppl": None, "divergence": None, "greedy_checked": 0, "extra": {},
+                                       "verdicts": Counter()})
+        row["verdicts"][f"{check} {status_of(rec)}"] += 1
+        metrics = as_dict(rec.get("metrics")) if check in ("logits", "quality") else {}
         top1 = number(quality.get("top1_agreement", metrics.get("top1_agreement")))
         kl = number(quality.get("kl_mean", metrics.get("kl_mean")))
-        ppl = number(quality.get("perplexity_ratio"))
+        ppl = number(quality.get("perplexity_ratio", quality.get("ppl_ratio", metrics.get("ppl_ratio"))))
         if top1 is not None and (row["top1"] is None or top1 < row["top1"][0]):
             row["top1"] = (top1, case)
         if kl is not None and (row["kl"] is None or kl > row["kl"][0]):
@@ -402,14 +407,21 @@ def precision_cost(records: list[dict]) -> list[dict]:
         if ppl is not None and (row["ppl"] is None or abs(ppl - 1) > abs(row["ppl"][0] - 1)):
             row["ppl"] = (ppl, case)
         for name, v in quality.items():
-            if name not in ("top1_agreement", "kl_mean", "perplexity_ratio"):
+            if name not in ("top1_agreement", "kl_mean", "perplexity_ratio", "ppl_ratio"):
                 row["extra"].setdefault(name, (v, case))
         greedy = as_dict(rec.get("greedy"))
+        div: Any = None
         if greedy:
             row["greedy_checked"] += 1
             div = greedy.get("first_divergence")
-            if isinstance(div, int) and (row["divergence"] is None or div < row["divergence"][0]):
-                row["divergence"] = (div, case)
+        elif number(rec.get("greedy_divergence_index")) is not None:
+            # Quantization quality records: the index equals greedy_steps when nothing diverged.
+            row["greedy_checked"] += 1
+            index, steps = number(rec["greedy_divergence_index"]), number(rec.get("greedy_steps"))
+            div = index if steps is None or index < steps else None
+        if (isinstance(div, (int, float)) and not isinstance(div, bool) and math.isfinite(div)
+                and (row["divergence"] is None or div < row["divergence"][0])):
+            row["divergence"] = (int(div), case)
     return sorted(rows.values(), key=lambda r: r["target"])
 
 
@@ -444,13 +456,16 @@ def latency_chart(records: list[dict], width: int = 640, bar_h: int = 18) -> dic
         eager = number(lat.get("eager_median_s"))
         if eager is None and ratio and median:
             eager = median / ratio
-        lo = hi = None
-        q1, q3 = number(lat.get("q1_s")), number(lat.get("q3_s"))
-        iqr = number(lat.get("iqr_s"))
-        if (q1 is None or q3 is None) and iqr is not None and median is not None:
-            q1, q3 = median - iqr / 2, median + iqr / 2
-        if eager and q1 is not None and q3 is not None:
-            lo, hi = q1 / eager, q3 / eager
+        if eager is None:
+            eager = number(as_dict(lat.get("eager")).get("median_s"))
+        lo, hi = number(lat.get("ratio_q1")), number(lat.get("ratio_q3"))
+        if lo is None or hi is None:
+            # No IQR of the ratio itself: the target's own IQR over eager's median.
+            q1, q3 = number(lat.get("q1_s")), number(lat.get("q3_s"))
+            iqr = number(lat.get("iqr_s"))
+            if (q1 is None or q3 is None) and iqr is not None and median is not None:
+                q1, q3 = median - iqr / 2, median + iqr / 2
+            lo, hi = (q1 / eager, q3 / eager) if eager and q1 is not None and q3 is not None else (None, None)
         bars.append(LatencyBar(f"{target} · {case}" + ("" if check == "latency" else f" · {check}"), target,
                                ratio if ratio is not None and math.isfinite(ratio) else math.nan, lo, hi, median,
                                number(lat.get("mfu")), number(lat.get("time_to_first_result_s")), status_of(rec)))

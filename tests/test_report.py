@@ -294,3 +294,26 @@ def test_xdist_controller_merges_every_workers_records(tmp_path):
     assert len(files) == 2 and all("-gw" in f.name for f in files)
     html_text = (tmp_path / "reports" / "parity.html").read_text()
     assert all(f"case-{n}" in html_text for n in range(6))
+
+
+def test_quantization_and_latency_records_in_their_helpers_shapes():
+    """Shapes as cases/test_precision.py and harness/latency.py write them: quality metrics in
+    ``metrics`` with a top-level greedy divergence index; the ratio's own quartiles."""
+    records = [
+        record("int4-wo", "seed", "arithmetic", "pass", precision="int4-wo", level="arithmetic"),
+        record("int4-wo", "seed", "quality", "fail", precision="int4-wo", level="quality",
+               metrics={"top1_agreement": 0.83, "kl_mean": 0.2, "ppl_ratio": 1.3}, greedy_divergence_index=4.0,
+               greedy_steps=16.0),
+        record("int4-wo", "no-bias", "quality", "pass", precision="int4-wo",
+               metrics={"top1_agreement": 0.9, "kl_mean": 0.1, "ppl_ratio": 1.1}, greedy_divergence_index=16.0,
+               greedy_steps=16.0),
+        record("export", "small", "latency-forward", message="1.2x eager",
+               latency={"median_s": 0.01, "ratio_vs_eager": 1.2, "ratio_q1": 1.1, "ratio_q3": 1.5,
+                        "eager": {"median_s": 0.008}, "mfu": None, "time_to_first_result_s": 0.4}),
+    ]
+    page = render(records)
+    precision = section(page, "precision")
+    for shown in ("0.83", "0.2", "1.3", "token 4", "1 arithmetic pass", "1 quality fail", "1 quality pass"):
+        assert shown in precision, shown
+    latency = section(page, "latency")
+    assert "1.1 – 1.5" in latency and "export · small · latency-forward" in latency
