@@ -193,7 +193,7 @@ def hostile_record(payload: str, status: str) -> dict:
 
 @pytest.mark.parametrize("status", ["fail", "error", "skip", "pass"])
 def test_every_record_string_is_escaped(status):
-    records = [hostile_record(p, status) for p in PAYLOADS]
+    records = [hostile_record(p, status) for p in PAYLOADS] + [hostile_record(p, p) for p in PAYLOADS]
     page = render(records, baseline=[hostile_record(p, "pass" if status != "pass" else "fail") for p in PAYLOADS])
     for payload in PAYLOADS:
         assert payload not in page
