@@ -436,6 +436,7 @@ class LatencyBar:
     mfu: float | None
     first_result_s: float | None
     status: str
+    short: str = ""
     y: float = 0.0
     x: float = 0.0
     w: float = 0.0
@@ -476,6 +477,8 @@ def latency_chart(records: list[dict], width: int = 640, bar_h: int = 18) -> dic
     top = max(finite + [1.0]) * 1.1
     label_w, plot_w = 260, width - 260 - 60
     for i, b in enumerate(bars):
+        # The SVG label column is 260 px wide; the table under the chart has the full label.
+        b.short = b.label if len(b.label) <= 42 else b.label[:41] + "…"
         b.y = 24 + i * (bar_h + 6)
         b.x = label_w
         b.w = plot_w * b.ratio / top if math.isfinite(b.ratio) else 0.0
