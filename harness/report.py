@@ -72,11 +72,11 @@ KNOWN_KEYS = {
 def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Records from JSON-Lines files or directories of them; a missing path or a line that is not a
     JSON object is an error naming it."""
-    paths = [Path(p) for p in paths]
-    missing = [str(p) for p in paths if not p.exists()]
+    files = [Path(p) for p in paths]
+    missing = [str(p) for p in files if not p.exists()]
     if missing:
         raise FileNotFoundError(f"no such record file or directory: {', '.join(missing)}")
-    records = read_records(paths)
+    records = read_records(list(files))
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise TypeError(f"record {i} is a JSON {type(rec).__name__}, not an object: {str(rec)[:80]}")
@@ -121,8 +121,8 @@ def status_of(rec: dict) -> str:
 
 def source_of(rec: dict) -> str:
     """Which machine and run a record came from."""
-    env = rec.get("environment") if isinstance(rec.get("environment"), dict) else {}
-    host = env.get("hostname") or "unknown-host"
+    env = rec.get("environment")
+    host = (env.get("hostname") if isinstance(env, dict) else None) or "unknown-host"
     return f"{host} · run {rec.get('run_id', '?')}"
 
 
@@ -255,12 +255,12 @@ def build_matrix(records: list[dict]) -> tuple[list[Column], list[Row], list[Det
         conflict = len(statuses) > 1
         recs = sorted(recs, key=lambda r: (SEVERITY[status_of(r)], source_of(r)))
         needs_detail = worst in BAD or conflict
-        a = anchor((target, case, check)) if needs_detail else None
+        a = anchor((target, case, check))
         title = f"{target} · {case} · {check}: {worst}"
         if len(recs) > 1:
             title += f" ({', '.join(f'{n} {s}' for s, n in Counter(status_of(r) for r in recs).items())})"
         title += " — " + key_metric(recs[0])
-        cell = Cell(recs, worst, conflict, title, a, statuses)
+        cell = Cell(recs, worst, conflict, title, a if needs_detail else None, statuses)
         row = rows_by_case.setdefault((case, check), [None] * len(targets))
         row[index[target]] = cell
         if needs_detail:
@@ -336,7 +336,9 @@ def trend(current: list[dict], baseline: list[dict], threshold: float = DEFAULT_
     """New failures, fixes and metrics that moved by more than ``threshold`` (relative) since
     ``baseline``; keys present in only one side are counted, not hidden."""
     cur, base = _worst_by_key(current), _worst_by_key(baseline)
-    new_failures, fixes, moved = [], [], []
+    new_failures: list[dict[str, Any]] = []
+    fixes: list[dict[str, Any]] = []
+    moved: list[dict[str, Any]] = []
     for k, rec in cur.items():
         now = status_of(rec)
         before = status_of(base[k]) if k in base else None
@@ -414,11 +416,12 @@ def precision_cost(records: list[dict]) -> list[dict]:
         if greedy:
             row["greedy_checked"] += 1
             div = greedy.get("first_divergence")
-        elif number(rec.get("greedy_divergence_index")) is not None:
+        else:
             # Quantization quality records: the index equals greedy_steps when nothing diverged.
-            row["greedy_checked"] += 1
-            index, steps = number(rec["greedy_divergence_index"]), number(rec.get("greedy_steps"))
-            div = index if steps is None or index < steps else None
+            index, steps = number(rec.get("greedy_divergence_index")), number(rec.get("greedy_steps"))
+            if index is not None and math.isfinite(index):
+                row["greedy_checked"] += 1
+                div = index if steps is None or index < steps else None
         if (isinstance(div, (int, float)) and not isinstance(div, bool) and math.isfinite(div)
                 and (row["divergence"] is None or div < row["divergence"][0])):
             row["divergence"] = (int(div), case)
@@ -505,14 +508,15 @@ def histogram_svg(hist: Any, bounds: list[float], width: int = 520, height: int 
     edges, counts = hist.get("log10_edges"), hist.get("counts")
     if not (isinstance(edges, list) and isinstance(counts, list) and len(edges) == len(counts) + 1 and counts):
         return None
-    edges_f = [number(e) for e in edges]
-    counts_f = [number(c) for c in counts]
-    if any(e is None or not math.isfinite(e) for e in edges_f) or any(c is None for c in counts_f):
+    edges_n, counts_n = [number(e) for e in edges], [number(c) for c in counts]
+    edges_f = [e for e in edges_n if e is not None and math.isfinite(e)]
+    counts_f = [c for c in counts_n if c is not None and math.isfinite(c)]
+    if len(edges_f) != len(edges) or len(counts_f) != len(counts):
         return None
     lo, hi = edges_f[0], edges_f[-1]
     if not hi > lo:
         return None
-    peak = max(max(c for c in counts_f if c is not None), 1.0)
+    peak = max(max(counts_f), 1.0)
     left, bottom, plot_w, plot_h = 40, height - 24, width - 50, height - 40
 
     def x_of(v: float) -> float:
@@ -530,7 +534,7 @@ def histogram_svg(hist: Any, bounds: list[float], width: int = 520, height: int 
     lines = [{"x": round(x_of(math.log10(b)), 1), "label": f"bound {fmt(b)}"} for b in bounds
              if b > 0 and math.isfinite(b) and lo <= math.log10(b) <= hi]
     return {"bars": bars, "ticks": ticks, "lines": lines, "width": width, "height": height, "bottom": bottom,
-            "left": left, "top": bottom - plot_h, "total": int(sum(c or 0 for c in counts_f))}
+            "left": left, "top": bottom - plot_h, "total": int(sum(counts_f))}
 
 
 def greedy_view(greedy: dict) -> dict | None:
