@@ -182,7 +182,7 @@ def hostile_record(payload: str, status: str) -> dict:
                 "min_multiplier": payload, "min_tolerance": payload, "direction": payload, "reason": payload}],
         environment={payload: payload, "hostname": f"h{payload}"}, target_environment={payload: payload},
         greedy={"first_divergence": payload, "reference_text": f"{payload}a", "target_text": f"{payload}b",
-                payload: payload},
+                "divergences": [{payload: payload, "step": 1}, payload], payload: payload},
         quality={"top1_agreement": payload, payload: payload},
         property={"example": payload, "repro": payload, payload: payload},
         latency={"ratio_vs_eager": payload, payload: payload}, repro=payload,
