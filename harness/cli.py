@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from harness.api import registry
-from harness.report import DEFAULT_TREND_THRESHOLD, write_report
+from harness.report import DEFAULT_MAX_DETAILS, DEFAULT_TREND_THRESHOLD, write_report
 
 
 def load_registry() -> None:
@@ -37,7 +37,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     try:
         out = write_report(paths, args.output, args.baseline or None, title=args.title,
-                           trend_threshold=args.threshold)
+                           trend_threshold=args.threshold, max_details=args.max_details)
     except (OSError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -58,6 +58,8 @@ def add_report(sub: argparse._SubParsersAction) -> None:
                    help="previous run's records: the summary lists new failures, fixes and moved metrics")
     p.add_argument("--threshold", type=float, default=DEFAULT_TREND_THRESHOLD,
                    help=f"relative change above which a metric counts as moved (default {DEFAULT_TREND_THRESHOLD})")
+    p.add_argument("--max-details", type=int, default=DEFAULT_MAX_DETAILS,
+                   help=f"full detail blocks at most; further failures get one line each (default {DEFAULT_MAX_DETAILS})")
     p.add_argument("--title", default="GPT parity report")
     p.set_defaults(func=cmd_report)
 

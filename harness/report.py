@@ -58,6 +58,9 @@ SEVERITY = {"error": 0, "fail": 1, "pass": 2, "skip": 3}
 BAD = ("error", "fail")
 # A metric "moved" when |new - old| / max(|old|, |new|) exceeds this (0.5: doubled or halved).
 DEFAULT_TREND_THRESHOLD = 0.5
+# Full detail blocks cost ~6 KB each; past this many, the rest are listed one line each (still
+# anchored, so every matrix cell's link lands), keeping a night of mass failures a few MB.
+DEFAULT_MAX_DETAILS = 500
 # Changes between values this small are float noise around zero, not movement.
 TREND_ABS_FLOOR = 1e-12
 KNOWN_KEYS = {
@@ -590,9 +593,10 @@ def _environment() -> Environment:
 
 
 def render(records: list[dict], baseline: list[dict] | None = None, *, title: str = "GPT parity report",
-           trend_threshold: float = DEFAULT_TREND_THRESHOLD) -> str:
+           trend_threshold: float = DEFAULT_TREND_THRESHOLD, max_details: int = DEFAULT_MAX_DETAILS) -> str:
     """The report as one HTML string."""
     columns, rows, details = build_matrix(records)
+    details_brief = [(d, key_metric(d.records[0])) for d in details[max_details:]]
     totals = Counter(status_of(r) for r in records)
     context = {
         "title": title,
@@ -603,7 +607,9 @@ def render(records: list[dict], baseline: list[dict] | None = None, *, title: st
         "columns": columns,
         "rows": rows,
         "n_bad_rows": sum(r.bad for r in rows),
-        "details": details,
+        "details": details[:max_details],
+        "details_brief": details_brief,
+        "n_details": len(details),
         "environments": environments(records),
         "trend": trend(records, baseline, trend_threshold) if baseline is not None else None,
         "precision": precision_cost(records),
@@ -614,13 +620,15 @@ def render(records: list[dict], baseline: list[dict] | None = None, *, title: st
 
 
 def write_report(paths: Iterable[str | Path], out: str | Path, baseline_paths: Iterable[str | Path] | None = None,
-                 *, title: str = "GPT parity report", trend_threshold: float = DEFAULT_TREND_THRESHOLD) -> Path:
+                 *, title: str = "GPT parity report", trend_threshold: float = DEFAULT_TREND_THRESHOLD,
+                 max_details: int = DEFAULT_MAX_DETAILS) -> Path:
     """Read records (files or directories), render, write ``out``; returns its path."""
     records = load_records(paths)
     baseline = load_records(baseline_paths) if baseline_paths else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(records, baseline, title=title, trend_threshold=trend_threshold), encoding="utf-8")
+    out.write_text(render(records, baseline, title=title, trend_threshold=trend_threshold, max_details=max_details),
+                   encoding="utf-8")
     return out
 
 

@@ -317,3 +317,13 @@ def test_quantization_and_latency_records_in_their_helpers_shapes():
         assert shown in precision, shown
     latency = section(page, "latency")
     assert "1.1 – 1.5" in latency and "export · small · latency-forward" in latency
+
+
+def test_failures_past_max_details_are_listed_one_line_each_never_dropped():
+    records = [record("export", f"case-{i}", "logits", "fail") for i in range(5)]
+    page = render(records, max_details=2)
+    details = section(page, "details")
+    assert details.count('<article class="detail') == 2
+    assert "3 more failures, errors and conflicts" in details
+    for i in range(5):
+        assert f'id="{anchor(("export", f"case-{i}", "logits"))}"' in details
