@@ -18,6 +18,7 @@ import pytest
 from harness import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
 from harness.api import Target, registry
 from harness.records import RecordWriter
+from harness.report import write_session_report
 from harness.session import ConformanceSession, Options
 
 # The latency tier's options, fixture and settings live in their own plugin module.
@@ -26,6 +27,7 @@ pytest_plugins = ["harness.latency"]
 GPT2_DIR_ENV = "GPT_CONFORMANCE_GPT2_DIR"
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()
+REPORT_KEY = pytest.StashKey[str]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -154,6 +156,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if session.writer.count:
         tr.write_sep("-", "gpt-conformance")
         tr.write_line(f"{session.writer.count} records written to {session.writer.path}")
+    report = config.stash.get(REPORT_KEY, None)
+    if report:
+        tr.write_line(f"parity report: {report}", red=report.startswith("failed"))
     if reasons:
         tr.write_line("skip reasons:")
         for reason, count in reasons.most_common():
@@ -161,5 +166,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not hasattr(session.config, "workerinput") and SESSION_KEY in session.config.stash:
+        # Only the controller: it sees every xdist worker's record file of this run.
+        writer = session.config.stash[SESSION_KEY].writer
+        session.config.stash[REPORT_KEY] = write_session_report(writer.path.parent, writer.run_id)
     if session.config.getoption("list_targets") and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.OK

@@ -20,6 +20,7 @@ import torch
 from harness.api import Target, TargetRegistry, UnsupportedHere
 from harness.conformance import Prepared, PreparedTargets, Truth, parity_verdicts, run_checked
 from harness.decode import NonFiniteLogitsError, ReferenceGreedy, choose_window, compare_greedy, greedy_verdict
+from harness.metrics import abs_error_histogram
 from harness.policies import Verdict, error_verdict, get_policy
 from harness.records import RecordWriter
 from reference.cases import CaseSpec
@@ -113,8 +114,12 @@ class ConformanceSession:
         logits_verdict, loss_verdict = parity_verdicts(target, truth, logits, loss)
         verdict = logits_verdict if check == "logits" else loss_verdict
         assert verdict is not None, "named cases always have targets, so a loss verdict"
+        extra: dict[str, Any] = {"golden_sha256": golden.sha256}
+        if not verdict.passed and logits.shape == golden.logits64.shape:
+            # Where the logits are off, and by how many decades: the report draws it.
+            extra["histogram"] = abs_error_histogram(logits, golden.logits64)
         self.record(target, spec.name, check, verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
-                    duration=seconds, extra={"golden_sha256": golden.sha256})
+                    duration=seconds, extra=extra)
         return verdict
 
     def require_family(self, target: Target, family: str, case_id: str, config: Any) -> None:
