@@ -116,6 +116,9 @@ class Target:
     description: str = ""
     requirements: Requirements = Requirements()
     capabilities: Capabilities = Capabilities()
+    # Extra pytest markers on every test of this target, e.g. ("slow",) for a target whose first
+    # compile takes tens of seconds, so ``-m "not slow"`` leaves it out. Registered markers only.
+    marks: tuple[str, ...] = ()
 
     def probe(self) -> Availability:
         """Can this target run here? Default: every required package imports and the device exists."""
