@@ -74,6 +74,9 @@ class OnnxRuntimeTarget(Target):
     description = "torch.onnx.export (dynamo exporter, else TorchScript), dynamic batch/seq, ORT CPU EP"
     requirements = Requirements(packages=(("onnx", "onnx"), ("onnxscript", "onnx"), ("onnxruntime", "onnx")))
     capabilities = Capabilities(dynamic_shapes=True)
+    # The dynamo exporter takes 10-20 s per model on a 2-core laptop (measured 11-18 s on the
+    # named cases), so the target's tests are `slow`: out of `-m "not slow"`, in CI and nightly.
+    marks = ("slow",)
 
     def __init__(self) -> None:
         self.exporters: dict[str, int] = {}
