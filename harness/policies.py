@@ -40,6 +40,10 @@ class Gate:
 
 @dataclass(frozen=True)
 class TolerancePolicy:
+    """A precision class: the gates that judge logits and loss, and the greedy-decoding margin.
+
+    Register one with ``register_policy`` and name it in ``Target.precision``."""
+
     name: str
     logit_gates: tuple[Gate, ...]
     loss_gates: tuple[Gate, ...]
@@ -110,6 +114,7 @@ def register_policy(policy: TolerancePolicy, replace: bool = False) -> Tolerance
 
 
 def get_policy(name: str) -> TolerancePolicy:
+    """The registered policy called ``name``; KeyError lists the registered ones."""
     try:
         return POLICIES[name]
     except KeyError:

@@ -104,7 +104,7 @@ class OnnxRuntimeTarget(Target):
             warnings.simplefilter("ignore")  # exporter deprecation and tracer warnings, not results
             try:
                 graph, exporter = export_dynamo(module, inputs, model.config.block_size), "dynamo"
-            except Exception as exc:  # any exporter failure: the TorchScript exporter is the documented fall-back
+            except Exception as exc:  # noqa: BLE001  (any exporter failure: TorchScript is the documented fall-back)
                 self.fallback_reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
                 graph, exporter = export_torchscript(module, inputs), "torchscript"
         self.export_seconds.append(time.perf_counter() - start)
