@@ -194,11 +194,16 @@ register_policy(TolerancePolicy(
     description="float32 compilers that reorder reductions and fuse ops (inductor, ORT, TensorRT fp32).",
     logit_gates=(
         Gate("rmse", multiplier=3.0, floor_rel=FP32_RTOL,
-             reason="3x eager fp32's error (dynamo same(): 3.0 for small tensors / reduced precision) + fp32 floor"),
+             reason="3x eager fp32's error (dynamo same(): 3.0 for small tensors / reduced precision) + fp32 floor; "
+                    "measured (torch 2.13, ORT 1.31) on the 5 small named cases and 3 models with weights x2..x8 "
+                    "(max|logit| 5.5..41): inductor <= 1.00x eager's rmse, onnxruntime <= 1.08x"),
         Gate("max_abs", multiplier=4.0, floor_rel=4 * FP32_RTOL,
-             reason="max over elements grows with reassociation; 4x eager's error + 4x fp32 rtol"),
+             reason="max over elements grows with reassociation; 4x eager's error + 4x fp32 rtol; measured on the "
+                    "same 8 models: inductor <= 1.10x eager's max_abs, onnxruntime <= 1.73x (4 layers, weights x4)"),
     ),
     loss_gates=(Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL,
-                     reason="3x eager fp32's loss error + the original export check's 1e-5"),),
+                     reason="3x eager fp32's loss error + the original export check's 1e-5; measured worst "
+                            "8.9e-7 (onnxruntime, seed: ~2 ulp of a loss of 4.2, 13x eager's 6.7e-8), inductor "
+                            "4.1e-7 (single-head)"),),
     greedy_margin=1e-3,
 ))
