@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -68,12 +69,14 @@ def test_example_target_loaded_with_dash_p_passes_every_named_case(tmp_path):
 def test_example_target_installed_is_found_through_its_entry_point(tmp_path):
     """pip-installs the example (its own pyproject.toml) into a directory, as CI would into a venv."""
     pytest.importorskip("setuptools", reason="building the example package needs setuptools in this venv")
-    site = tmp_path / "site"
+    site, source = tmp_path / "site", tmp_path / "example"
+    # Built from a copy: a build writes build/ and *.egg-info next to the sources it builds.
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(EXAMPLE)], check=False, capture_output=True, text=True, timeout=600)
+         "--target", str(site), str(source)], check=False, capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stdout + install.stderr
-    assert list(site.glob("gpt_conformance_example-*.dist-info/entry_points.txt"))
+    assert list(site.glob("gpt_conformance_example_target-*.dist-info/entry_points.txt"))
 
     listing, _ = run_pytest(tmp_path, "--list-targets", pythonpath=(site,))
     assert listing.returncode == 0, listing.stdout + listing.stderr
