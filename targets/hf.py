@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from harness.api import Capabilities, Target
+from harness.api import Capabilities, Requirements, Target
 from reference.checkpoint import HF_CONV1D_SUFFIXES
 from reference.model import GPT, GPTConfig
 
@@ -90,28 +90,24 @@ class HuggingFaceGPT2Target(Target):
     name = "hf-gpt2"
     precision = "fp32"
     description = "transformers.GPT2LMHeadModel (eager attention) with the reference's weights mapped in"
+    requirements = Requirements(packages=(("transformers", None),))
     capabilities = Capabilities(dynamic_shapes=True)
-
-    def __init__(self) -> None:
-        self._last_config: GPTConfig | None = None
 
     def environment(self) -> dict:
         import transformers
 
-        env = {"transformers": transformers.__version__, "attn_implementation": "eager",
-               "reference_reconfigured": False,
-               "loss": "reference formula (targets unshifted) on the HF logits, fp32"}
-        config = self._last_config
-        if config is not None:
-            env.update(reference_gelu=config.gelu, activation_function=HF_ACTIVATION[config.gelu],
-                       zero_biases_for_bias_false=not config.bias)
-        return env
+        # Static on purpose: the record's own config says which gelu this case used, and this
+        # table says which activation_function computed it. The reference is never changed.
+        return {"transformers": transformers.__version__, "attn_implementation": "eager",
+                "activation_function_for_reference_gelu": dict(HF_ACTIVATION),
+                "reference_reconfigured": False,
+                "bias_false": "GPT-2's biases set to exact zeros",
+                "loss": "reference formula (targets unshifted) on the HF logits, fp32"}
 
     def prepare(self, model, config):
         hf = to_hf_model(model)
 
         def run(idx, targets=None):
-            self._last_config = config
             logits = hf(input_ids=idx).logits
             loss = None
             if targets is not None:
