@@ -17,12 +17,14 @@ fall-back to eager, which would otherwise pass as "inductor".
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from harness.api import AVAILABLE, Availability, Capabilities, Target, UnsupportedHere
-from reference.model import GPTConfig
+from reference.model import GPT, GPTConfig
 
 # Every config the session sees is a separate dynamo cache entry of the same code object
 # (FunctionalGPT.forward); dynamo's default limit of 8 entries would be reached by a property run.
@@ -43,7 +45,7 @@ class FunctionalGPT(torch.nn.Module):
 
 @dataclass
 class CompiledProgram:
-    module: torch.nn.Module
+    module: Callable[..., Any]
     graphs: int = 0
 
 
@@ -114,7 +116,7 @@ class InductorTarget(Target):
             "calls": self.calls,
         }
 
-    def program(self, model: torch.nn.Module, with_targets: bool) -> CompiledProgram:
+    def program(self, model: GPT, with_targets: bool) -> CompiledProgram:
         key = (model.config, with_targets)
         if key not in self._programs:
             compiled = torch.compile(FunctionalGPT(model), backend="inductor", fullgraph=True, dynamic=False)

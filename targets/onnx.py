@@ -15,13 +15,15 @@ target is judged under ``fp32-reassoc``. Needs the ``onnx`` extra (onnx, onnxrun
 
 from __future__ import annotations
 
-import io
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
 from harness.api import Capabilities, Requirements, Target
+from reference.model import GPT
 
 # Opset of the TorchScript fall-back: 17 has LayerNormalization, the newest that exporter handles well.
 TORCHSCRIPT_OPSET = 17
@@ -53,15 +55,18 @@ def export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], blo
         dims[1] = torch.export.Dim("seq", min=1, max=block_size)
     program = torch.onnx.export(module, inputs, dynamo=True, dynamic_shapes=tuple(dims for _ in inputs),
                                 input_names=input_names(inputs), verbose=False)
+    if program is None:
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
     return program.model_proto.SerializeToString()
 
 
 def export_torchscript(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> bytes:
     names = input_names(inputs)
-    buffer = io.BytesIO()
-    torch.onnx.export(module, inputs, buffer, dynamo=False, input_names=names, opset_version=TORCHSCRIPT_OPSET,
-                      dynamic_axes={name: {0: "batch", 1: "seq"} for name in names})
-    return buffer.getvalue()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(module, inputs, str(path), dynamo=False, input_names=names, opset_version=TORCHSCRIPT_OPSET,
+                          dynamic_axes={name: {0: "batch", 1: "seq"} for name in names})
+        return path.read_bytes()
 
 
 def input_names(inputs: tuple[torch.Tensor, ...]) -> list[str]:
@@ -96,7 +101,7 @@ class OnnxRuntimeTarget(Target):
             "export_seconds_total": round(sum(self.export_seconds), 3),
         }
 
-    def export(self, model: torch.nn.Module, with_targets: bool) -> bytes:
+    def export(self, model: GPT, with_targets: bool) -> bytes:
         module = LogitsAndLoss(model).eval()
         inputs = example_inputs(model.config.block_size, with_targets)
         start = time.perf_counter()

@@ -76,3 +76,24 @@ def test_onnxruntime_exports_once_per_model_and_says_which_exporter():
     assert sum(env["exporters_used"].values()) == 1
     if "torchscript" in env["exporters_used"]:
         assert env["dynamo_exporter_fallback_reason"], "a fall-back must say why"
+
+
+def test_onnxruntime_falls_back_to_the_torchscript_exporter_and_says_why(monkeypatch):
+    pytest.importorskip("onnxruntime", reason="onnxruntime target needs the 'onnx' extra")
+    from targets import onnx as onnx_module
+
+    def dynamo_unavailable(*args, **kwargs):
+        raise NotImplementedError("planted: dynamo exporter unavailable on this torch")
+
+    monkeypatch.setattr(onnx_module, "export_dynamo", dynamo_unavailable)
+    target = onnx_module.OnnxRuntimeTarget()
+    if not target.probe():
+        pytest.skip(target.probe().reason)
+    model, idx, targets = build_case(named_case("seed"))
+    runnable = target.prepare(model, model.config)
+    for batch, seq in [(8, 1), (3, 7), (1, 32)]:
+        logits, _ = run_checked(runnable, target, model.config, idx[:batch, :seq], targets[:batch, :seq])
+        torch.testing.assert_close(logits, model(idx[:batch, :seq], full_logits=True)[0], rtol=1e-4, atol=1e-5)
+    env = target.environment()
+    assert env["exporters_used"] == {"torchscript": 1}
+    assert env["dynamo_exporter_fallback_reason"] == "NotImplementedError: planted: dynamo exporter unavailable on this torch"
