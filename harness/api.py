@@ -31,7 +31,22 @@ Register it in either way:
        def pytest_gpt_conformance_register(registry):
            registry.register(MyBackend())
 
-Precision classes are ``TolerancePolicy`` objects; register new ones with ``register_policy``.
+Precision classes are ``TolerancePolicy`` objects; register new ones with ``register_policy``
+at import time of the module that defines the target (registration checks that the target's
+``precision`` names a registered policy).
+
+What the harness does with a target, so a plugin author knows what to expect:
+
+- ``probe()`` runs when a test is set up; an unavailable target skips with its exact reason.
+- ``prepare(model, config)`` runs once per model and is cached for the session: compile, export
+  or convert there. Raising ``UnsupportedHere`` skips; any other exception is an ``error`` verdict.
+- ``run(idx, targets)`` gets validated int64 token ids ``[B, T]``; its output is validated
+  (a tuple of logits ``[B, T, vocab_size]`` of a float dtype, and a scalar loss when ``targets``
+  are given, unless ``capabilities.returns_loss`` is False). Anything else is an ``error`` verdict
+  with the reason; NaN or Inf is a ``fail``. Neither ever counts as a pass or stops the run.
+- ``environment()`` is merged into every record of the target, as ``target_environment``.
+
+A complete example package: ``examples/gpt-conformance-example-target`` (README: "Add your backend").
 """
 
 from __future__ import annotations
@@ -47,7 +62,7 @@ from harness.probes import AVAILABLE, Availability, first_unavailable, probe_cud
 from reference.families import FAMILIES
 
 __all__ = [
-    "Availability", "Capabilities", "Gate", "Requirements", "Runnable", "Target", "TargetRegistry",
+    "AVAILABLE", "Availability", "Capabilities", "Gate", "Requirements", "Runnable", "Target", "TargetRegistry",
     "TolerancePolicy", "UnsupportedHere", "ENTRY_POINT_GROUP", "DEVICE_MARKERS", "get_policy",
     "register_policy", "registry",
 ]
@@ -108,6 +123,8 @@ class Capabilities:
 
 
 class Runnable(Protocol):
+    """What ``Target.prepare`` returns: a callable from token ids (and targets) to outputs."""
+
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (logits [B, T, V] for every position, loss or None)."""
 
@@ -120,6 +137,9 @@ class Target:
     description: str = ""
     requirements: Requirements = Requirements()
     capabilities: Capabilities = Capabilities()
+    # Extra pytest markers on every test of this target, e.g. ("slow",) for a target whose first
+    # compile takes tens of seconds, so ``-m "not slow"`` leaves it out. Registered markers only.
+    marks: tuple[str, ...] = ()
 
     def probe(self) -> Availability:
         """Can this target run here? Default: every required package imports and the device exists."""
@@ -147,11 +167,16 @@ class Target:
 
 
 class TargetRegistry:
+    """Targets by name. The harness's run uses the module-level ``registry``; plugins add to it
+    through an entry point or the ``pytest_gpt_conformance_register(registry)`` hook."""
+
     def __init__(self) -> None:
         self._targets: dict[str, Target] = {}
         self.sources: dict[str, str] = {}
 
     def register(self, target: Target, source: str = "direct") -> Target:
+        """Add ``target``; ``source`` names where it came from in error messages. Registering the
+        same object twice is harmless; a different target under a taken name is an error."""
         if not isinstance(target, Target):
             raise TypeError(f"{source}: expected a harness.api.Target, got {type(target).__name__}")
         if not target.name:

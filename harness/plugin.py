@@ -79,7 +79,8 @@ def selected_targets(config: pytest.Config) -> list[Target]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" not in metafunc.fixturenames:
         return
-    params = [pytest.param(t, id=t.name, marks=[getattr(pytest.mark, t.marker)]) for t in selected_targets(metafunc.config)]
+    params = [pytest.param(t, id=t.name, marks=[getattr(pytest.mark, m) for m in (t.marker, *t.marks)])
+              for t in selected_targets(metafunc.config)]
     metafunc.parametrize("target", params)
 
 

@@ -40,6 +40,10 @@ class Gate:
 
 @dataclass(frozen=True)
 class TolerancePolicy:
+    """A precision class: the gates that judge logits and loss, and the greedy-decoding margin.
+
+    Register one with ``register_policy`` and name it in ``Target.precision``."""
+
     name: str
     logit_gates: tuple[Gate, ...]
     loss_gates: tuple[Gate, ...]
@@ -110,6 +114,7 @@ def register_policy(policy: TolerancePolicy, replace: bool = False) -> Tolerance
 
 
 def get_policy(name: str) -> TolerancePolicy:
+    """The registered policy called ``name``; KeyError lists the registered ones."""
     try:
         return POLICIES[name]
     except KeyError:
@@ -189,11 +194,16 @@ register_policy(TolerancePolicy(
     description="float32 compilers that reorder reductions and fuse ops (inductor, ORT, TensorRT fp32).",
     logit_gates=(
         Gate("rmse", multiplier=3.0, floor_rel=FP32_RTOL,
-             reason="3x eager fp32's error (dynamo same(): 3.0 for small tensors / reduced precision) + fp32 floor"),
+             reason="3x eager fp32's error (dynamo same(): 3.0 for small tensors / reduced precision) + fp32 floor; "
+                    "measured (torch 2.13, ORT 1.31) on the 6 named cases and 3 models with weights x2..x8 "
+                    "(max|logit| 5.5..41): inductor <= 1.01x eager's rmse, onnxruntime <= 1.15x (gpt2-124m-shape)"),
         Gate("max_abs", multiplier=4.0, floor_rel=4 * FP32_RTOL,
-             reason="max over elements grows with reassociation; 4x eager's error + 4x fp32 rtol"),
+             reason="max over elements grows with reassociation; 4x eager's error + 4x fp32 rtol; measured on the "
+                    "same 9 models: inductor <= 1.10x eager's max_abs, onnxruntime <= 1.73x (4 layers, weights x4)"),
     ),
     loss_gates=(Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL,
-                     reason="3x eager fp32's loss error + the original export check's 1e-5"),),
+                     reason="3x eager fp32's loss error + the original export check's 1e-5; measured worst "
+                            "8.9e-7 (onnxruntime, seed: ~2 ulp of a loss of 4.2, 13x eager's 6.7e-8), inductor "
+                            "8.1e-7 (gpt2-124m-shape, 5.8x eager's 1.4e-7)"),),
     greedy_margin=1e-3,
 ))

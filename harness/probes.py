@@ -18,6 +18,8 @@ PLACEHOLDER_MARKERS = ("WRONG PACKAGE",)
 
 @dataclass(frozen=True)
 class Availability:
+    """Whether a target can run here; falsy when not, with the exact ``reason``."""
+
     available: bool
     reason: str = ""
 
