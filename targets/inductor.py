@@ -23,24 +23,12 @@ from typing import Any
 
 import torch
 
-from harness.api import AVAILABLE, Availability, Capabilities, Target, UnsupportedHere
-from reference.model import GPT, GPTConfig
+from harness.api import ALL_FAMILIES, AVAILABLE, Availability, Capabilities, Target, UnsupportedHere
+from targets.export import FunctionalGPT
 
 # Every config the session sees is a separate dynamo cache entry of the same code object
 # (FunctionalGPT.forward); dynamo's default limit of 8 entries would be reached by a property run.
 RECOMPILE_LIMIT = 4096
-
-
-class FunctionalGPT(torch.nn.Module):
-    """Calls the wrapped model with parameters passed in, so none are baked into the program."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, params: dict[str, torch.Tensor], idx: torch.Tensor, targets: torch.Tensor | None = None):
-        args = (idx,) if targets is None else (idx, targets)
-        return torch.func.functional_call(self.model, params, args, {"full_logits": True})
 
 
 @dataclass
@@ -87,12 +75,12 @@ class InductorTarget(Target):
     name = "inductor"
     precision = "fp32-reassoc"
     description = 'torch.compile(backend="inductor", fullgraph=True) on CPU, dynamic batch and sequence'
-    capabilities = Capabilities(dynamic_shapes=True)
+    capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES)
     # First compile of a config takes tens of seconds on a 2-core laptop (measured 30-75 s).
     marks = ("slow",)
 
     def __init__(self) -> None:
-        self._programs: dict[tuple[GPTConfig, bool], CompiledProgram] = {}
+        self._programs: dict[tuple[Any, bool], CompiledProgram] = {}
         self.calls = 0
 
     def probe(self) -> Availability:
@@ -116,7 +104,7 @@ class InductorTarget(Target):
             "calls": self.calls,
         }
 
-    def program(self, model: GPT, with_targets: bool) -> CompiledProgram:
+    def program(self, model: torch.nn.Module, with_targets: bool) -> CompiledProgram:
         key = (model.config, with_targets)
         if key not in self._programs:
             compiled = torch.compile(FunctionalGPT(model), backend="inductor", fullgraph=True, dynamic=False)

@@ -22,24 +22,24 @@ from pathlib import Path
 
 import torch
 
-from harness.api import Capabilities, Requirements, Target
-from reference.model import GPT
+from harness.api import ALL_FAMILIES, Capabilities, Requirements, Target
+from reference.families import family_of
 
 # Opset of the TorchScript fall-back: 17 has LayerNormalization, the newest that exporter handles well.
 TORCHSCRIPT_OPSET = 17
 
 
 class LogitsAndLoss(torch.nn.Module):
-    """The reference's forward with full logits, as the graph's outputs."""
+    """The reference's full logits (and loss), as the graph's outputs, whatever the family."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        self.family = family_of(model.config)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        if targets is None:
-            return self.model(idx, full_logits=True)[0]
-        return self.model(idx, targets, full_logits=True)
+        logits, loss = self.family.logits_and_loss(self.model, idx, targets)
+        return logits if targets is None else (logits, loss)
 
 
 def example_inputs(block_size: int, with_targets: bool) -> tuple[torch.Tensor, ...]:
@@ -78,7 +78,7 @@ class OnnxRuntimeTarget(Target):
     precision = "fp32-reassoc"
     description = "torch.onnx.export (dynamo exporter, else TorchScript), dynamic batch/seq, ORT CPU EP"
     requirements = Requirements(packages=(("onnx", "onnx"), ("onnxscript", "onnx"), ("onnxruntime", "onnx")))
-    capabilities = Capabilities(dynamic_shapes=True)
+    capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES)
     # The dynamo exporter takes 10-20 s per model on a 2-core laptop (measured 11-18 s on the
     # named cases), so the target's tests are `slow`: out of `-m "not slow"`, in CI and nightly.
     marks = ("slow",)
@@ -101,14 +101,15 @@ class OnnxRuntimeTarget(Target):
             "export_seconds_total": round(sum(self.export_seconds), 3),
         }
 
-    def export(self, model: GPT, with_targets: bool) -> bytes:
+    def export(self, model: torch.nn.Module, with_targets: bool) -> bytes:
         module = LogitsAndLoss(model).eval()
-        inputs = example_inputs(model.config.block_size, with_targets)
+        block_size = family_of(model.config).block_size(model.config)
+        inputs = example_inputs(block_size, with_targets)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # exporter deprecation and tracer warnings, not results
             try:
-                graph, exporter = export_dynamo(module, inputs, model.config.block_size), "dynamo"
+                graph, exporter = export_dynamo(module, inputs, block_size), "dynamo"
             except Exception as exc:  # noqa: BLE001  (any exporter failure: TorchScript is the documented fall-back)
                 self.fallback_reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
                 graph, exporter = export_torchscript(module, inputs), "torchscript"
