@@ -27,6 +27,7 @@ pytest_plugins = ["harness.latency"]
 GPT2_DIR_ENV = "GPT_CONFORMANCE_GPT2_DIR"
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()
+SLOW_DESELECTED = pytest.StashKey[int]()
 REPORT_KEY = pytest.StashKey[str]()
 
 
@@ -46,6 +47,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(default: reference/goldens/)")
     group.addoption("--report-dir", default="reports", metavar="DIR",
                     help="where JSON-Lines records are written (default: reports/)")
+    group.addoption("--slow", action="store_true", default=False,
+                    help="also run tests marked slow (GPT-2-sized shapes, inductor, onnxruntime); "
+                         "they are deselected by default unless -m names the slow marker")
     group.addoption("--list-targets", action="store_true", default=False,
                     help="print the registered targets, whether each can run here and why not, then exit")
     group.addoption("--gpt2-dir", default=os.environ.get(GPT2_DIR_ENV), metavar="PATH",
@@ -141,6 +145,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             lines.append(f"  failed to load {err}")
         print("\n".join(lines))
         items.clear()
+        return
+    if not config.getoption("slow") and "slow" not in (config.getoption("markexpr") or ""):
+        slow = [item for item in items if item.get_closest_marker("slow")]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if not item.get_closest_marker("slow")]
+            config.stash[SLOW_DESELECTED] = len(slow)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -150,6 +161,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr = terminalreporter
     for err in config.stash[ENTRY_POINT_ERRORS]:
         tr.write_line(f"gpt-conformance: failed to load {err}", red=True)
+    if config.stash.get(SLOW_DESELECTED, 0):
+        tr.write_line(f"gpt-conformance: {config.stash[SLOW_DESELECTED]} slow tests deselected "
+                      "(GPT-2-sized shapes, inductor, onnxruntime); add --slow to run them", yellow=True)
     reasons: Counter = Counter()
     for report in tr.stats.get("skipped", []):
         if isinstance(report.longrepr, tuple):
