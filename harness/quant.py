@@ -141,6 +141,19 @@ class QuantizedLinear:
         return weight.to(dtype)
 
 
+def _symmetric_codes(groups: torch.Tensor, amax: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, scales) of ``groups`` [out, G, group] with ``amax`` [out, G, 1], float32.
+
+    modelopt's ``_tensor_quant``: ``clamp(round(w * (maxbound / amax)))``, amax <= 2**-24 giving 0.
+    The division is a true division like modelopt's: torch computes ``python_float / tensor``
+    as ``reciprocal(tensor) * float``, which rounds differently and flips codes near x.5."""
+    maxbound = float(MAXBOUND[bits])
+    zero = amax <= ZERO_AMAX
+    inverse = torch.where(zero, torch.zeros_like(amax), torch.full_like(amax, maxbound) / amax)
+    codes = torch.clamp(torch.round(groups * inverse), -maxbound, maxbound).to(torch.int8)
+    return codes, amax / torch.full_like(amax, maxbound)
+
+
 def quantize_weight(weight: torch.Tensor, bits: int, block_size: Optional[int] = None, name: str = "") -> QuantizedLinear:
     """Symmetric max quantization of one [out, in] weight, modelopt's math, in float32."""
     spec = WeightQuantization(bits, block_size)
@@ -155,13 +168,9 @@ def quantize_weight(weight: torch.Tensor, bits: int, block_size: Optional[int] =
     # the right layout.
     groups = w.view(out, 1, inp) if spec.block_size is None else w.view(out, inp // spec.block_size, spec.block_size)
     amax = groups.abs().amax(dim=-1, keepdim=True)
-    maxbound = float(MAXBOUND[bits])
-    zero = amax <= ZERO_AMAX
-    inverse = torch.where(zero, torch.zeros_like(amax), maxbound / amax)
-    codes = torch.clamp(torch.round(groups * inverse), -maxbound, maxbound).view(out, inp).to(torch.int8)
-    scales = (amax / maxbound).squeeze(-1)
-    if spec.block_size is None:
-        scales = scales.squeeze(-1)
+    codes, scales = _symmetric_codes(groups, amax, bits)
+    codes = codes.view(out, inp)
+    scales = scales.reshape(out) if spec.block_size is None else scales.reshape(out, inp // spec.block_size)
     return QuantizedLinear(codes, scales.contiguous(), spec.block_size, bits, name)
 
 
@@ -206,11 +215,9 @@ def quantized_weights_from_modelopt(model: nn.Module) -> dict[str, QuantizedLine
                                    f"expected {expected} for weight {tuple(weight.shape)}, block_size {block_size}")
         amax = amax.reshape(out, 1, 1) if block_size is None else amax.reshape(out, inp // block_size, 1)
         groups = weight.view(out, 1, inp) if block_size is None else weight.view(out, inp // block_size, block_size)
-        maxbound = float(MAXBOUND[bits])
-        zero = amax <= ZERO_AMAX
-        inverse = torch.where(zero, torch.zeros_like(amax), maxbound / amax)
-        codes = torch.clamp(torch.round(groups * inverse), -maxbound, maxbound).view(out, inp).to(torch.int8)
-        scales = (amax / maxbound).reshape(out) if block_size is None else (amax / maxbound).reshape(out, inp // block_size)
+        codes, scales = _symmetric_codes(groups, amax, bits)
+        codes = codes.view(out, inp)
+        scales = scales.reshape(out) if block_size is None else scales.reshape(out, inp // block_size)
         result[name] = QuantizedLinear(codes, scales.contiguous(), block_size, bits, name)
     if not result:
         raise ScaleLayoutError("no enabled weight quantizer found: is this a modelopt-quantized model?")
@@ -328,12 +335,3 @@ def max_ulp_distance(a: torch.Tensor, b: torch.Tensor) -> int:
     ia = torch.where(ia < 0, -(ia & 0x7FFFFFFF), ia)
     ib = torch.where(ib < 0, -(ib & 0x7FFFFFFF), ib)
     return int((ia - ib).abs().max()) if a.numel() else 0
-
-
-def quantization_step_summary(quantized: dict[str, QuantizedLinear]) -> dict[str, float]:
-    """A record-friendly summary: how many layers and weights, and the largest scale."""
-    return {
-        "layers": float(len(quantized)),
-        "weights": float(sum(q.codes.numel() for q in quantized.values())),
-        "max_scale": max((float(q.scales.max()) for q in quantized.values()), default=math.nan),
-    }
