@@ -215,8 +215,8 @@ register_policy(TolerancePolicy(
 # are within 1.10x (rmse) and 1.56x (max_abs) of that reference's own error.
 # Published yardsticks (llama.cpp perplexity --kl-divergence, LLaMA-3-8B, research/harness.md 5.2):
 # bf16 vs fp16 same-top-1 99.739%, KLD 2.5e-5; q8_0 97.67%, KLD 1.36e-3; q4_K_M 91.90%, KLD 0.0313,
-# PPL ratio 1.028. Quality gates use these: level 2 is deliberately loose, it says what a precision
-# costs; level 1 (arithmetic) is where a backend's bugs are caught.
+# PPL ratio 1.028. Level 2 (quality) is looser than level 1, it says what a precision costs;
+# level 1 (arithmetic) is where a backend's bugs are caught.
 FP16_EPS = 9.765625e-4  # torch.finfo(torch.float16).eps
 BF16_EPS = 7.8125e-3  # torch.finfo(torch.bfloat16).eps
 
@@ -227,12 +227,19 @@ def _dtype_arithmetic(dtype_name: str) -> tuple[Gate, ...]:
     return (Gate("rmse", multiplier=3.0, reason=reason), Gate("max_abs", multiplier=4.0, reason=reason))
 
 
-def _quality(top1: float, kl: float, ppl: float, source: str) -> tuple[Gate, ...]:
+def _quality(top1: float, kl: float, ppl: float, source: str, kl_source: str) -> tuple[Gate, ...]:
     return (
         Gate("top1_agreement", floor_abs=top1, direction="min", reason=f"top-1 agreement with fp64: {source}"),
-        Gate("kl_mean", floor_abs=kl, reason=f"mean KL(truth || target) per position: {source}"),
+        Gate("kl_mean", floor_abs=kl, reason=f"mean KL(truth || target) per position: {kl_source}"),
         Gate("ppl_ratio", floor_abs=ppl, reason=f"perplexity ratio on the case's tokens: {source}"),
     )
+
+
+# On random-weight nanoGPT cases top-1 agreement and perplexity barely move even for a wrong model
+# (tied embeddings make every model predict the current token: an *unrelated* random model agrees on
+# 96% of top-1s, PPL ratio 0.98), so they use the published yardsticks, and the mean KL is the gate
+# with teeth: 5x the largest value measured on the named cases (unrelated model: KL 0.027; int4 with
+# Tripy's wrong-axis scales: 9.9e-4 to 1.4e-3).
 
 
 register_policy(TolerancePolicy(
@@ -249,9 +256,10 @@ register_policy(TolerancePolicy(
     greedy_margin=0.02,  # NxD Inference's fp16 divergence tolerance (research/harness.md 4.4)
     arithmetic_gates=_dtype_arithmetic("float16"),
     arithmetic_loss_gates=(Gate("loss_abs", multiplier=3.0, reason="3x the fp16 reference's own loss error"),),
-    quality_gates=_quality(0.9974, 2.5e-5, math.exp(2 * 4 * FP16_EPS),
-                           "llama.cpp bf16-vs-fp16 (99.739%, KLD 2.5e-5); PPL: two fp16 ulps of a loss in [4, 8) "
-                           "(measured eager-fp16: top-1 >= 0.9995, KL <= 6.7e-9, PPL ratio <= 1.0035)"),
+    quality_gates=_quality(0.9974, 3.4e-8, math.exp(2 * 4 * FP16_EPS),
+                           "llama.cpp bf16-vs-fp16 (99.739%); PPL: two fp16 ulps of a loss in [4, 8) "
+                           "(measured eager-fp16: top-1 >= 0.9995, PPL ratio <= 1.0035)",
+                           "5x measured eager-fp16 (<= 6.7e-9; llama.cpp bf16-vs-fp16 KLD 2.5e-5)"),
 ))
 
 register_policy(TolerancePolicy(
@@ -267,9 +275,10 @@ register_policy(TolerancePolicy(
     greedy_margin=0.13,  # NxD Inference's bf16 divergence tolerance (research/harness.md 4.4)
     arithmetic_gates=_dtype_arithmetic("bfloat16"),
     arithmetic_loss_gates=(Gate("loss_abs", multiplier=3.0, reason="3x the bf16 reference's own loss error"),),
-    quality_gates=_quality(0.9974, 2.5e-5, math.exp(2 * 4 * BF16_EPS),
-                           "llama.cpp bf16-vs-fp16 (99.739%, KLD 2.5e-5); PPL: two bf16 ulps of a loss in [4, 8) "
-                           "(measured eager-bf16: top-1 >= 0.9995, KL <= 4.3e-7, PPL ratio <= 1.0375)"),
+    quality_gates=_quality(0.9974, 2.2e-6, math.exp(2 * 4 * BF16_EPS),
+                           "llama.cpp bf16-vs-fp16 (99.739%); PPL: two bf16 ulps of a loss in [4, 8) "
+                           "(measured eager-bf16: top-1 >= 0.9995, PPL ratio <= 1.0375)",
+                           "5x measured eager-bf16 (<= 4.3e-7; llama.cpp bf16-vs-fp16 KLD 2.5e-5)"),
 ))
 
 # Level 1 for weight-only targets: the same as fp32-reassoc, against the fake-quant reference.
@@ -295,9 +304,10 @@ register_policy(TolerancePolicy(
     # greedy_margin left at 0 (no flip accepted): no published or measured value for int8 yet.
     arithmetic_gates=_FAKE_QUANT_ARITHMETIC,
     arithmetic_loss_gates=_FAKE_QUANT_LOSS,
-    quality_gates=_quality(0.9767, 1.36e-3, math.exp(7e-3),
-                           "llama.cpp q8_0 (97.67%, KLD 1.36e-3); PPL: 10x measured |ln ratio| 6.9e-4 "
-                           "(measured modelopt int8: top-1 >= 0.9995, KL <= 5.7e-7)"),
+    quality_gates=_quality(0.9767, 2.9e-6, math.exp(7e-3),
+                           "llama.cpp q8_0 (97.67%); PPL: 10x measured |ln ratio| 6.9e-4 "
+                           "(measured modelopt int8: top-1 >= 0.9995)",
+                           "5x measured modelopt int8 (<= 5.7e-7; llama.cpp q8_0 KLD 1.36e-3)"),
 ))
 
 register_policy(TolerancePolicy(
@@ -312,7 +322,9 @@ register_policy(TolerancePolicy(
     # greedy_margin left at 0 (no flip accepted): no published or measured value for int4 yet.
     arithmetic_gates=_FAKE_QUANT_ARITHMETIC,
     arithmetic_loss_gates=_FAKE_QUANT_LOSS,
-    quality_gates=_quality(0.919, 0.0313, 1.028,
-                           "llama.cpp q4_K_M (91.90%, KLD 0.0313, PPL ratio 1.028) "
-                           "(measured modelopt int4 blocks of 32: top-1 >= 0.992, KL <= 1.3e-4, PPL ratio <= 1.0044)"),
+    quality_gates=_quality(0.919, 6.7e-4, 1.028,
+                           "llama.cpp q4_K_M (91.90%, PPL ratio 1.028) "
+                           "(measured modelopt int4 blocks of 32: top-1 >= 0.992, PPL ratio <= 1.0044)",
+                           "5x measured modelopt int4 blocks of 32 (<= 1.33e-4; blocks of 64: <= 2.2e-4; "
+                           "llama.cpp q4_K_M KLD 0.0313)"),
 ))

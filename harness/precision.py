@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,13 +28,23 @@ from harness.api import Target
 from harness.conformance import run_checked
 from harness.metrics import logit_metrics, loss_metrics
 from harness.policies import Verdict, error_verdict, get_policy, judge_logits, judge_loss
-from harness.quant import (LowPrecision, QuantizedLinear, ScaleLayoutError, check_scales_fit, dequantized_weights,
-                           fake_quant_model, quantizable_linears, wrong_layout_weights)
+from harness.quant import (
+    LowPrecision,
+    QuantizedLinear,
+    ScaleLayoutError,
+    check_scales_fit,
+    dequantized_weights,
+    fake_quant_model,
+    quantizable_linears,
+    wrong_layout_weights,
+)
 from harness.session import ConformanceSession
 from reference.cases import CaseSpec
 
 GREEDY_PROMPT = 8
-GREEDY_STEPS = 24
+GREEDY_STEPS = 16
+# fp64 greedy tokens per reference model, shared by every target's quality check of a case.
+_REFERENCE_GREEDY: weakref.WeakKeyDictionary[torch.nn.Module, list[int]] = weakref.WeakKeyDictionary()
 
 
 def low_precision_of(target: Target) -> LowPrecision | None:
@@ -156,8 +167,11 @@ def greedy_divergence(session: ConformanceSession, target: Target, golden) -> di
     if steps < 1 or not target.capabilities.accepts(1, prompt_len + steps):
         return {}
     prompt = golden.idx[:1, :prompt_len]
-    truth_model = copy.deepcopy(golden.model).to(torch.float64)
-    expected = greedy_tokens(lambda i: truth_model(i, full_logits=True)[0], prompt, steps, config.block_size)
+    expected = _REFERENCE_GREEDY.get(golden.model)
+    if expected is None or len(expected) != steps:
+        truth_model = copy.deepcopy(golden.model).to(torch.float64)
+        expected = greedy_tokens(lambda i: truth_model(i, full_logits=True)[0], prompt, steps, config.block_size)
+        _REFERENCE_GREEDY[golden.model] = expected
     runnable = session.prepare(target, golden.model, golden.spec.name).runnable
     got = greedy_tokens(lambda i: run_checked(runnable, target, config, i)[0], prompt, steps, config.block_size)
     diverged = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), steps)

@@ -28,9 +28,8 @@ the right scales computes what this model computes, up to floating-point roundin
 from __future__ import annotations
 
 import copy
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -51,7 +50,7 @@ class WeightQuantization:
     """What a weight-only quantized target does to its linear layers."""
 
     bits: int
-    block_size: Optional[int] = None  # None: one scale per output channel
+    block_size: int | None = None  # None: one scale per output channel
 
     def __post_init__(self) -> None:
         if self.bits not in MAXBOUND:
@@ -80,7 +79,7 @@ class LowPrecision:
     """
 
     compute_dtype: torch.dtype
-    weights: Optional[WeightQuantization] = None
+    weights: WeightQuantization | None = None
     is_arithmetic_reference: bool = False
 
 
@@ -88,7 +87,7 @@ class LowPrecision:
 class QuantizedLinear:
     codes: torch.Tensor
     scales: torch.Tensor
-    block_size: Optional[int]
+    block_size: int | None
     bits: int
     name: str = ""  # the linear layer's name, only for error messages
 
@@ -154,7 +153,7 @@ def _symmetric_codes(groups: torch.Tensor, amax: torch.Tensor, bits: int) -> tup
     return codes, amax / torch.full_like(amax, maxbound)
 
 
-def quantize_weight(weight: torch.Tensor, bits: int, block_size: Optional[int] = None, name: str = "") -> QuantizedLinear:
+def quantize_weight(weight: torch.Tensor, bits: int, block_size: int | None = None, name: str = "") -> QuantizedLinear:
     """Symmetric max quantization of one [out, in] weight, modelopt's math, in float32."""
     spec = WeightQuantization(bits, block_size)
     w = weight.detach().to(torch.float32)

@@ -14,8 +14,14 @@ from __future__ import annotations
 import torch
 
 from harness.api import Capabilities, Target
-from harness.quant import (LowPrecision, WeightQuantization, dequantized_weights, fake_quant_model, quantize_model,
-                           wrong_layout_weights)
+from harness.quant import (
+    LowPrecision,
+    WeightQuantization,
+    dequantized_weights,
+    fake_quant_model,
+    quantize_model,
+    wrong_layout_weights,
+)
 
 BLOCK_SIZE = 16
 WRONG_AXIS = "block scales reshaped along the wrong axis ([out/B, in], as Tripy's nanoGPT int4 loader)"
