@@ -298,7 +298,7 @@ register_policy(TolerancePolicy(
     logit_gates=(
         Gate("max_abs", floor_rel=1.6e-2, reason="~4x the measured modelopt int8 error (<= 4.2e-3 of the logit range)"),
         Gate("top1_agreement", floor_abs=0.9767, direction="min", reason="llama.cpp q8_0 same-top-1 97.67%"),
-        Gate("kl_mean", floor_abs=1.36e-3, reason="llama.cpp q8_0 mean KLD 1.36e-3"),
+        Gate("kl_mean", floor_abs=2.9e-6, reason="5x the measured modelopt int8 KL (<= 5.7e-7; llama.cpp q8_0: 1.36e-3)"),
     ),
     loss_gates=(Gate("loss_abs", floor_abs=7e-3, reason="10x the measured modelopt int8 |ln PPL ratio| (<= 6.9e-4)"),),
     # greedy_margin left at 0 (no flip accepted): no published or measured value for int8 yet.
@@ -316,7 +316,7 @@ register_policy(TolerancePolicy(
     logit_gates=(
         Gate("max_abs", floor_rel=0.2, reason="~3x the measured modelopt int4 (blocks of 32) error, <= 7.1e-2 of the range"),
         Gate("top1_agreement", floor_abs=0.919, direction="min", reason="llama.cpp q4_K_M same-top-1 91.90%"),
-        Gate("kl_mean", floor_abs=0.0313, reason="llama.cpp q4_K_M mean KLD 0.0313"),
+        Gate("kl_mean", floor_abs=6.7e-4, reason="5x the measured modelopt int4 KL (<= 1.33e-4; llama.cpp q4_K_M: 0.0313)"),
     ),
     loss_gates=(Gate("loss_abs", floor_abs=math.log(1.028), reason="llama.cpp q4_K_M PPL ratio 1.028"),),
     # greedy_margin left at 0 (no flip accepted): no published or measured value for int4 yet.
