@@ -20,8 +20,8 @@ Two ways to get these tensors:
 - ``quantized_weights_from_modelopt``: read a modelopt-calibrated model's weight quantizers
   (duck-typed: this module never imports modelopt).
 
-``fake_quant_model`` builds the *fake-quant reference*: a copy of the reference GPT whose
-quantized linears hold ``dequantize()``'d weights. A backend with the right int arithmetic and
+``fake_quant_reference`` builds the *fake-quant reference*: a copy of the reference GPT whose
+quantized linears hold ``dequantize()``'d weights (``fake_quant_model`` takes any float weights). A backend with the right int arithmetic and
 the right scales computes what this model computes, up to floating-point rounding.
 """
 
@@ -274,6 +274,12 @@ def fake_quant_model(model: nn.Module, weights: dict[str, torch.Tensor], dtype: 
                                        f"model's {tuple(linear.weight.shape)}")
             linear.weight.copy_(weight)
     return clone.to(dtype)
+
+
+def fake_quant_reference(model: nn.Module, quantized: dict[str, QuantizedLinear],
+                         dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The fake-quant reference of ``quantized`` (what a backend loading these tensors should compute)."""
+    return fake_quant_model(model, dequantized_weights(quantized), dtype)
 
 
 # --- known wrong layouts, for diagnosing an arithmetic failure ----------------------------------

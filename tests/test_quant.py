@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import replace
 
 import pytest
@@ -18,8 +19,7 @@ from harness.quant import (
     ScaleLayoutError,
     WeightQuantization,
     check_scales_fit,
-    dequantized_weights,
-    fake_quant_model,
+    fake_quant_reference,
     max_ulp_distance,
     quantizable_linears,
     quantize_model,
@@ -87,7 +87,8 @@ def test_fake_quant_model_holds_dequantized_weights_and_keeps_lm_head():
     model, _, _ = build_case(named_case("single-head"))
     quantized = quantize_model(model, WeightQuantization(8))
     assert set(quantized) == set(quantizable_linears(model)) and not any("lm_head" in n for n in quantized)
-    fq = fake_quant_model(model, dequantized_weights(quantized))
+    fq = fake_quant_reference(model, quantized)
+    assert fq.lm_head.weight.dtype == torch.float32
     modules = dict(fq.named_modules())
     for name, q in quantized.items():
         assert torch.equal(modules[name].weight, q.dequantize())
@@ -180,3 +181,16 @@ def test_precision_policies_give_every_bound_a_reason(name):
     gates = policy.logit_gates + policy.loss_gates + policy.arithmetic_gates + policy.arithmetic_loss_gates + policy.quality_gates
     assert policy.arithmetic_gates and policy.quality_gates
     assert all(g.reason for g in gates), [g.metric for g in gates if not g.reason]
+
+
+def test_modelopt_targets_skip_naming_the_extra(monkeypatch):
+    from harness.probes import probe_package
+    from targets.modelopt import TARGETS
+
+    # As if nvidia-modelopt were not installed, even when an earlier test imported it.
+    for name in [n for n in sys.modules if n == "modelopt" or n.startswith("modelopt.")] + ["modelopt"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    for target in TARGETS:
+        ((module, extra),) = target.requirements.packages
+        availability = probe_package.__wrapped__(module, extra)
+        assert not availability and "pip install 'gpt-conformance[quant]'" in availability.reason
