@@ -205,3 +205,23 @@ def quality_verdict(session: ConformanceSession, target: Target, spec: CaseSpec)
     except KeyError as exc:
         verdict = error_verdict("quality", policy.name, exc)
     return verdict, greedy
+
+
+COST_COLUMNS = ("max_rel", "top1_agreement", "kl_mean", "ppl_ratio", "greedy_divergence_index")
+
+
+def precision_cost_rows(records: list[dict]) -> list[dict]:
+    """One row per (target, case) from ``quality`` records: what each precision costs, with the
+    arithmetic verdict of the same target and case beside it. Where records of several runs are
+    read, the last record of a (target, case) wins."""
+    arithmetic = {(r["target"], r["case"]): r["status"] for r in records if r.get("check") == "arithmetic"}
+    rows = {}
+    for r in records:
+        if r.get("check") != "quality":
+            continue
+        key = (r["target"], r["case"])
+        metrics = r.get("metrics") or {}
+        rows[key] = {"target": r["target"], "precision": r.get("precision"), "case": r["case"],
+                     "arithmetic": arithmetic.get(key, "-"), "quality": r["status"],
+                     **{c: metrics.get(c) for c in COST_COLUMNS}}
+    return sorted(rows.values(), key=lambda row: (row["precision"] or "", row["target"], row["case"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from dataclasses import replace
 
@@ -194,3 +195,20 @@ def test_modelopt_targets_skip_naming_the_extra(monkeypatch):
         ((module, extra),) = target.requirements.packages
         availability = probe_package.__wrapped__(module, extra)
         assert not availability and "pip install 'gpt-conformance[quant]'" in availability.reason
+
+
+def test_precision_cost_table_pairs_quality_with_arithmetic(tmp_path, capsys):
+    from harness.cli import main
+
+    records = [
+        {"target": "t4", "precision": "int4-wo", "case": "seed", "check": "arithmetic", "status": "fail"},
+        {"target": "t4", "precision": "int4-wo", "case": "seed", "check": "quality", "status": "pass",
+         "metrics": {"top1_agreement": 0.5, "kl_mean": 0.1}},
+        {"target": "t4", "precision": "int4-wo", "case": "seed", "check": "quality", "status": "fail",
+         "metrics": {"top1_agreement": 0.25, "kl_mean": 0.2}},
+    ]
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    assert main(["precision", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].split()[:6] == ["t4", "seed", "fail", "fail", "None", "0.25"]
