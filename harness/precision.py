@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -64,11 +65,17 @@ def require_low_precision(target: Target) -> LowPrecision:
 
 
 def reported_quantized_weights(target: Target, runnable: Any, model: torch.nn.Module) -> dict[str, QuantizedLinear]:
-    """The tensors a weight-quantized target says it computes with, checked against the model."""
+    """The tensors a weight-quantized target says it computes with, checked against the model:
+    the runnable's ``quantized_weights`` attribute, or the target's ``quantized_weights(model)``."""
     quantized = getattr(runnable, "quantized_weights", None)
-    if not isinstance(quantized, dict) or not quantized:
-        raise ScaleLayoutError(f"target {target.name!r} declares weight quantization but its runnable has no "
-                               f"quantized_weights dict (name -> harness.quant.QuantizedLinear)")
+    method = getattr(target, "quantized_weights", None)
+    if quantized is None and callable(method):
+        quantized = method(model)
+    if not isinstance(quantized, Mapping) or not quantized:
+        raise ScaleLayoutError(f"target {target.name!r} declares weight quantization but reports no quantized "
+                               f"weights (runnable.quantized_weights or target.quantized_weights(model): "
+                               f"name -> harness.quant.QuantizedLinear)")
+    quantized = dict(quantized)
     floats = {name: linear.weight for name, linear in quantizable_linears(model).items()}
     check_scales_fit(floats, quantized)
     return quantized

@@ -43,6 +43,9 @@ from torch import nn
 # Symmetric signed ranges: modelopt's maxbound is 2**(bits-1) - 1; the codes' storage range
 # includes the extra negative value (-128 / -8), which symmetric calibration never produces.
 MAXBOUND = {8: 127, 4: 7}
+# int4 block size: modelopt's preset uses 128, wider than the tiny models' 64 features; 32 divides
+# every in_features of the named cases, the Zen model and GPT-2 (64, 256, 768, 3072).
+DEFAULT_INT4_BLOCK_SIZE = 32
 # modelopt treats amax <= 2**-24 (below fp16's smallest subnormal) as zero: those weights quantize to 0.
 ZERO_AMAX = 1.0 / (1 << 24)
 
@@ -189,6 +192,18 @@ def quantize_model(model: nn.Module, spec: WeightQuantization) -> dict[str, Quan
     """Pure-torch quantized weights of every quantizable linear of ``model``."""
     return {name: quantize_weight(linear.weight, spec.bits, spec.block_size, name)
             for name, linear in quantizable_linears(model).items()}
+
+
+def default_spec(bits: int, block_size: int | None = None) -> WeightQuantization:
+    """int8: per output channel; int4: blocks of ``block_size`` (default DEFAULT_INT4_BLOCK_SIZE)."""
+    if bits == 8:
+        return WeightQuantization(8, block_size)
+    return WeightQuantization(bits, block_size or DEFAULT_INT4_BLOCK_SIZE)
+
+
+def quantized_linears(model: nn.Module, bits: int, block_size: int | None = None) -> dict[str, QuantizedLinear]:
+    """``quantize_model`` with this harness's defaults: what backend adapters (Tripy) load."""
+    return quantize_model(model, default_spec(bits, block_size))
 
 
 def quantized_weights_from_modelopt(model: nn.Module) -> dict[str, QuantizedLinear]:

@@ -5,7 +5,7 @@ quantization of the reference GPT, on CPU (pip extra ``quant``: ``nvidia-modelop
   with ``weight_quant_dim=0``);
 - int4: ``mtq.INT4_BLOCKWISE_WEIGHT_ONLY_CFG``, one scale per block along in_features. The
   preset's block of 128 is wider than the tiny models' 64 features, so the block size is a
-  constructor argument (default 32; register ``ModeloptWeightOnly(4, block_size=16)`` for
+  constructor argument (default ``DEFAULT_INT4_BLOCK_SIZE`` = 32; register ``ModeloptWeightOnly(4, block_size=16)`` for
   another).
 
 Weight-only max calibration does not depend on the data, but modelopt still wants a forward
@@ -22,7 +22,13 @@ import copy
 import torch
 
 from harness.api import Capabilities, Requirements, Target, UnsupportedHere
-from harness.quant import LowPrecision, WeightQuantization, fake_quant_model, quantized_weights_from_modelopt
+from harness.quant import (
+    DEFAULT_INT4_BLOCK_SIZE,
+    LowPrecision,
+    WeightQuantization,
+    fake_quant_model,
+    quantized_weights_from_modelopt,
+)
 
 CALIBRATION_SEED = 1234
 CALIBRATION_BATCHES = 2
@@ -111,4 +117,4 @@ class ModeloptWeightOnly(Target):
                 "block_size": self.spec.block_size, "calibration": f"{CALIBRATION_BATCHES} batches of seeded random tokens"}
 
 
-TARGETS = [ModeloptWeightOnly(8), ModeloptWeightOnly(4, block_size=32)]
+TARGETS = [ModeloptWeightOnly(8), ModeloptWeightOnly(4, block_size=DEFAULT_INT4_BLOCK_SIZE)]

@@ -15,6 +15,7 @@ from harness.metrics import logit_metrics
 from harness.policies import POLICIES, get_policy, judge_logits
 from harness.precision import arithmetic_verdict, quality_metrics
 from harness.quant import (
+    DEFAULT_INT4_BLOCK_SIZE,
     MAXBOUND,
     QuantizedLinear,
     ScaleLayoutError,
@@ -25,6 +26,7 @@ from harness.quant import (
     quantizable_linears,
     quantize_model,
     quantize_weight,
+    quantized_linears,
     quantized_weights_from_modelopt,
 )
 from harness.records import RecordWriter
@@ -212,3 +214,25 @@ def test_precision_cost_table_pairs_quality_with_arithmetic(tmp_path, capsys):
     assert main(["precision", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[1].split()[:6] == ["t4", "seed", "fail", "fail", "None", "0.25"]
+
+
+def test_quantized_linears_defaults_and_target_method_are_accepted(session):
+    model, _, _ = build_case(named_case("single-head"))
+    int4 = quantized_linears(model, bits=4)
+    assert {q.block_size for q in int4.values()} == {DEFAULT_INT4_BLOCK_SIZE}
+    assert {q.block_size for q in quantized_linears(model, bits=8).values()} == {None}
+
+    class ReportsThroughTarget(TorchInt4Target):
+        """Like the Tripy targets: the target, not its runnable, reports the weights it loads."""
+
+        name = "torch-int4-target-method"
+
+        def quantized_weights(self, model):
+            return quantize_model(model, self.low_precision.weights)
+
+        def prepare(self, model, config):
+            runnable = super().prepare(model, config)
+            return lambda idx, targets=None: runnable(idx, targets)
+
+    verdict = arithmetic_verdict(session, ReportsThroughTarget(), named_case("single-head"))
+    assert verdict.passed, verdict.explain()
