@@ -295,10 +295,13 @@ _FAKE_QUANT_LOSS = (Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATO
 register_policy(TolerancePolicy(
     name="int8-wo",
     description="int8 weight-only, per-output-channel scales (modelopt INT8_WEIGHT_ONLY_CFG, Tripy int8)",
+    # Parity (every named case, GPT-2 shape included): top-1 is reported, not gated here, since
+    # random-weight models make it trivial (tiny cases) or a coin toss at near-ties (GPT-2 shape).
     logit_gates=(
-        Gate("max_abs", floor_rel=1.6e-2, reason="~4x the measured modelopt int8 error (<= 4.2e-3 of the logit range)"),
-        Gate("top1_agreement", floor_abs=0.9767, direction="min", reason="llama.cpp q8_0 same-top-1 97.67%"),
-        Gate("kl_mean", floor_abs=2.9e-6, reason="5x the measured modelopt int8 KL (<= 5.7e-7; llama.cpp q8_0: 1.36e-3)"),
+        Gate("max_abs", floor_rel=6.5e-2, reason="3x the measured modelopt int8 error (<= 4.2e-3 of the logit range "
+                                                  "on the tiny cases, 2.15e-2 on the GPT-2 shape)"),
+        Gate("kl_mean", floor_abs=3.5e-4, reason="5x the measured modelopt int8 KL (<= 5.7e-7 tiny cases, 7.1e-5 "
+                                                  "GPT-2 shape; llama.cpp q8_0: 1.36e-3)"),
     ),
     loss_gates=(Gate("loss_abs", floor_abs=7e-3, reason="10x the measured modelopt int8 |ln PPL ratio| (<= 6.9e-4)"),),
     # greedy_margin left at 0 (no flip accepted): no published or measured value for int8 yet.
@@ -313,10 +316,11 @@ register_policy(TolerancePolicy(
 register_policy(TolerancePolicy(
     name="int4-wo",
     description="int4 weight-only, block-wise scales along in_features (modelopt INT4_BLOCKWISE_WEIGHT_ONLY_CFG)",
-    logit_gates=(
-        Gate("max_abs", floor_rel=0.2, reason="~3x the measured modelopt int4 (blocks of 32) error, <= 7.1e-2 of the range"),
-        Gate("top1_agreement", floor_abs=0.919, direction="min", reason="llama.cpp q4_K_M same-top-1 91.90%"),
-        Gate("kl_mean", floor_abs=6.7e-4, reason="5x the measured modelopt int4 KL (<= 1.33e-4; llama.cpp q4_K_M: 0.0313)"),
+    logit_gates=(  # as int8-wo: top-1 reported, not gated, in parity
+        Gate("max_abs", floor_rel=0.85, reason="3x the measured modelopt int4 (blocks of 32) error: <= 7.1e-2 of the "
+                                                "logit range on the tiny cases, 0.278 on the GPT-2 shape"),
+        Gate("kl_mean", floor_abs=0.0313, reason="llama.cpp q4_K_M mean KLD 0.0313 (measured: <= 1.33e-4 tiny cases, "
+                                                  "0.0107 GPT-2 shape)"),
     ),
     loss_gates=(Gate("loss_abs", floor_abs=math.log(1.028), reason="llama.cpp q4_K_M PPL ratio 1.028"),),
     # greedy_margin left at 0 (no flip accepted): no published or measured value for int4 yet.

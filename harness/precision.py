@@ -42,6 +42,11 @@ from harness.quant import (
 from harness.session import ConformanceSession
 from reference.cases import CaseSpec
 
+# The cases the quality gates were calibrated on (policies.py quotes the measurements). Elsewhere
+# (the GPT-2-shaped random model) the quality metrics are recorded but not gated: measured there,
+# modelopt int4 keeps top-1 on only 56% of positions (KL 0.011) and fp16 on 98.4% (near-ties),
+# below the published yardsticks that describe trained models.
+QUALITY_CALIBRATED_CASES = frozenset({"seed", "no-bias", "single-head", "one-token", "full-block"})
 GREEDY_PROMPT = 8
 GREEDY_STEPS = 16
 # fp64 greedy tokens per reference model, shared by every target's quality check of a case.
