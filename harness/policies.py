@@ -248,8 +248,8 @@ register_policy(TolerancePolicy(
                 "since eager fp32's ~1e-8 error is no yardstick for fp16",
     logit_gates=(
         Gate("max_abs", floor_rel=2 * 1e-3, reason="2x assert_close's fp16 rtol 1e-3 of the logit range; "
-                                                    "measured eager-fp16 <= 5.0e-4 on the named cases"),
-        Gate("rmse", floor_rel=4e-4, reason="3x the measured eager-fp16 rmse (<= 1.3e-4 of the logit range)"),
+                                                    "measured eager-fp16 <= 5.0e-4 on the tiny named cases, 1.4e-3 on the GPT-2 shape"),
+        Gate("rmse", floor_rel=4e-4, reason="3x the measured eager-fp16 rmse (<= 1.3e-4 of the logit range; 2.7e-4 on the GPT-2 shape)"),
     ),
     loss_gates=(Gate("loss_rel", floor_abs=2 * FP16_EPS,
                      reason="two fp16 eps: the loss itself is returned in fp16; measured eager-fp16 <= 7.6e-4"),),
@@ -267,8 +267,8 @@ register_policy(TolerancePolicy(
     description="every op in bfloat16 (Neuron bf16, eager-bf16); judged by fractions of the logit range",
     logit_gates=(
         Gate("max_abs", floor_rel=1.6e-2, reason="assert_close's bf16 rtol 1.6e-2 of the logit range; "
-                                                  "measured eager-bf16 <= 4.1e-3 on the named cases"),
-        Gate("rmse", floor_rel=4e-3, reason="~4x the measured eager-bf16 rmse (<= 1.1e-3 of the logit range)"),
+                                                  "measured eager-bf16 <= 4.1e-3 on the tiny named cases, 1.25e-2 on the GPT-2 shape"),
+        Gate("rmse", floor_rel=4e-3, reason="~4x the measured eager-bf16 rmse (<= 1.1e-3 of the logit range; 2.2e-3 on the GPT-2 shape)"),
     ),
     loss_gates=(Gate("loss_rel", floor_abs=2.5e-2,
                      reason="~3 bf16 eps: the loss is returned in bf16; measured eager-bf16 <= 8.8e-3"),),
