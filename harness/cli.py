@@ -131,6 +131,26 @@ def add_report(sub: argparse._SubParsersAction) -> None:
                    help=f"full detail blocks at most; further failures get one line each (default {DEFAULT_MAX_DETAILS})")
     p.add_argument("--title", default="GPT parity report")
     p.set_defaults(func=cmd_report)
+def cmd_precision(args: argparse.Namespace) -> int:
+    from harness.precision import COST_COLUMNS, precision_cost_rows
+    from harness.records import read_records
+
+    rows = precision_cost_rows(read_records(args.records))
+    if not rows:
+        print("no quality records found (run cases/test_precision.py first)", file=sys.stderr)
+        return 1
+    header = ["target", "case", "arithmetic", "quality", *COST_COLUMNS]
+    print("  ".join(f"{h:>14}" for h in header))
+    for row in rows:
+        cells = [row[h] for h in header]
+        print("  ".join(f"{c:>14.4g}" if isinstance(c, float) else f"{c!s:>14}" for c in cells))
+    return 0
+
+
+def add_precision(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("precision", help="what each precision costs: quality metrics and arithmetic verdicts from records")
+    p.add_argument("records", nargs="+", help="JSON-Lines record files or directories")
+    p.set_defaults(func=cmd_precision)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_targets(sub)
     add_generate(sub)
     add_report(sub)
+    add_precision(sub)
     return parser
 
 

@@ -51,6 +51,13 @@ class TolerancePolicy:
     # Greedy decoding: a divergence is accepted only where the reference's top-1/top-2 logit
     # margin was below this (NxD Inference's divergence_difference_tol).
     greedy_margin: float = 0.0
+    # Low-precision and quantized targets (cases/test_precision.py). Level 1, arithmetic: the
+    # target against the reference GPT run with the *same* (dequantized) weights in the target's
+    # compute dtype, relative to that reference's own error vs fp64. Level 2, quality: the
+    # target against the unquantized fp64 truth, with metrics users know (top-1, KL, perplexity).
+    arithmetic_gates: tuple[Gate, ...] = ()
+    arithmetic_loss_gates: tuple[Gate, ...] = ()
+    quality_gates: tuple[Gate, ...] = ()
 
 
 @dataclass
@@ -206,4 +213,132 @@ register_policy(TolerancePolicy(
                             "8.9e-7 (onnxruntime, seed: ~2 ulp of a loss of 4.2, 13x eager's 6.7e-8), inductor "
                             "8.1e-7 (gpt2-124m-shape, 5.8x eager's 1.4e-7)"),),
     greedy_margin=1e-3,
+))
+
+
+# --- half precision and weight-only quantization -------------------------------------------------
+# Measured on the named cases (scripts in the issue-5 report; CPU, torch 2.13): the reference
+# cast to fp16 is off the fp64 truth by at most 5.0e-4 of the logit range (max_abs / max|truth|)
+# and rmse 1.3e-4 of it; cast to bf16 by 4.1e-3 and 1.1e-3. modelopt fake quant vs the
+# unquantized truth: int8 per channel max 4.2e-3, int4 blocks of 32 max 7.1e-2 of the range.
+# Against the reference with the same weights in the same dtype (level 1), modelopt's targets
+# are within 1.10x (rmse) and 1.56x (max_abs) of that reference's own error.
+# Published yardsticks (llama.cpp perplexity --kl-divergence, LLaMA-3-8B, research/harness.md 5.2):
+# bf16 vs fp16 same-top-1 99.739%, KLD 2.5e-5; q8_0 97.67%, KLD 1.36e-3; q4_K_M 91.90%, KLD 0.0313,
+# PPL ratio 1.028. Level 2 (quality) is looser than level 1, it says what a precision costs;
+# level 1 (arithmetic) is where a backend's bugs are caught.
+FP16_EPS = 9.765625e-4  # torch.finfo(torch.float16).eps
+BF16_EPS = 7.8125e-3  # torch.finfo(torch.bfloat16).eps
+
+
+def _dtype_arithmetic(dtype_name: str) -> tuple[Gate, ...]:
+    reason = (f"3x (rmse) / 4x (max_abs) the error of the reference run with the same weights in {dtype_name} "
+              f"(dynamo same() uses 3.0 for reduced precision; the vllm-neuron three-way idea, research/neuron.md 2.4)")
+    return (Gate("rmse", multiplier=3.0, reason=reason), Gate("max_abs", multiplier=4.0, reason=reason))
+
+
+def _quality(top1: float, kl: float, ppl: float, source: str, kl_source: str) -> tuple[Gate, ...]:
+    return (
+        Gate("top1_agreement", floor_abs=top1, direction="min", reason=f"top-1 agreement with fp64: {source}"),
+        Gate("kl_mean", floor_abs=kl, reason=f"mean KL(truth || target) per position: {kl_source}"),
+        Gate("ppl_ratio", floor_abs=ppl, reason=f"perplexity ratio on the case's tokens: {source}"),
+    )
+
+
+# On random-weight nanoGPT cases top-1 agreement and perplexity barely move even for a wrong model
+# (tied embeddings make every model predict the current token: an *unrelated* random model agrees on
+# 96% of top-1s, PPL ratio 0.98), so they use the published yardsticks, and the mean KL is the gate
+# with teeth: 5x the largest value measured on the named cases (unrelated model: KL 0.027; int4 with
+# Tripy's wrong-axis scales: 9.9e-4 to 1.4e-3).
+
+
+register_policy(TolerancePolicy(
+    name="fp16",
+    description="every op in float16 (Tripy fp16, eager-fp16); judged by fractions of the logit range, "
+                "since eager fp32's ~1e-8 error is no yardstick for fp16",
+    logit_gates=(
+        Gate("max_abs", floor_rel=2 * 1e-3, reason="2x assert_close's fp16 rtol 1e-3 of the logit range; "
+                                                    "measured eager-fp16 <= 5.0e-4 on the tiny named cases, 1.4e-3 on the GPT-2 shape"),
+        Gate("rmse", floor_rel=4e-4, reason="3x the measured eager-fp16 rmse (<= 1.3e-4 of the logit range; 2.7e-4 on the GPT-2 shape)"),
+    ),
+    loss_gates=(Gate("loss_rel", floor_abs=2 * FP16_EPS,
+                     reason="two fp16 eps: the loss itself is returned in fp16; measured eager-fp16 <= 7.6e-4"),),
+    greedy_margin=0.02,  # NxD Inference's fp16 divergence tolerance (research/harness.md 4.4)
+    arithmetic_gates=_dtype_arithmetic("float16"),
+    arithmetic_loss_gates=(Gate("loss_abs", multiplier=3.0, reason="3x the fp16 reference's own loss error"),),
+    quality_gates=_quality(0.9974, 3.4e-8, math.exp(2 * 4 * FP16_EPS),
+                           "llama.cpp bf16-vs-fp16 (99.739%); PPL: two fp16 ulps of a loss in [4, 8) "
+                           "(measured eager-fp16: top-1 >= 0.9995, PPL ratio <= 1.0035)",
+                           "5x measured eager-fp16 (<= 6.7e-9; llama.cpp bf16-vs-fp16 KLD 2.5e-5)"),
+))
+
+register_policy(TolerancePolicy(
+    name="bf16",
+    description="every op in bfloat16 (Neuron bf16, eager-bf16); judged by fractions of the logit range",
+    logit_gates=(
+        Gate("max_abs", floor_rel=1.6e-2, reason="assert_close's bf16 rtol 1.6e-2 of the logit range; "
+                                                  "measured eager-bf16 <= 4.1e-3 on the tiny named cases, 1.25e-2 on the GPT-2 shape"),
+        Gate("rmse", floor_rel=4e-3, reason="~4x the measured eager-bf16 rmse (<= 1.1e-3 of the logit range; 2.2e-3 on the GPT-2 shape)"),
+    ),
+    loss_gates=(Gate("loss_rel", floor_abs=2.5e-2,
+                     reason="~3 bf16 eps: the loss is returned in bf16; measured eager-bf16 <= 8.8e-3"),),
+    greedy_margin=0.13,  # NxD Inference's bf16 divergence tolerance (research/harness.md 4.4)
+    arithmetic_gates=_dtype_arithmetic("bfloat16"),
+    arithmetic_loss_gates=(Gate("loss_abs", multiplier=3.0, reason="3x the bf16 reference's own loss error"),),
+    quality_gates=_quality(0.9974, 2.2e-6, math.exp(2 * 4 * BF16_EPS),
+                           "llama.cpp bf16-vs-fp16 (99.739%); PPL: two bf16 ulps of a loss in [4, 8) "
+                           "(measured eager-bf16: top-1 >= 0.9995, PPL ratio <= 1.0375)",
+                           "5x measured eager-bf16 (<= 4.3e-7; llama.cpp bf16-vs-fp16 KLD 2.5e-5)"),
+))
+
+# Level 1 for weight-only targets: the same as fp32-reassoc, against the fake-quant reference.
+_FAKE_QUANT_ARITHMETIC = (
+    Gate("rmse", multiplier=3.0, floor_rel=FP32_RTOL,
+         reason="3x the fake-quant reference's own error in its compute dtype (dynamo same()); "
+                "measured modelopt <= 1.10x"),
+    Gate("max_abs", multiplier=4.0, floor_rel=4 * FP32_RTOL,
+         reason="4x the fake-quant reference's own max error; measured modelopt <= 1.56x"),
+)
+_FAKE_QUANT_LOSS = (Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL,
+                         reason="3x the fake-quant reference's loss error + the original export check's 1e-5"),)
+
+register_policy(TolerancePolicy(
+    name="int8-wo",
+    description="int8 weight-only, per-output-channel scales (modelopt INT8_WEIGHT_ONLY_CFG, Tripy int8)",
+    # Parity (every named case, GPT-2 shape included): top-1 is reported, not gated here, since
+    # random-weight models make it trivial (tiny cases) or a coin toss at near-ties (GPT-2 shape).
+    logit_gates=(
+        Gate("max_abs", floor_rel=6.5e-2, reason="3x the measured modelopt int8 error (<= 4.2e-3 of the logit range "
+                                                  "on the tiny cases, 2.15e-2 on the GPT-2 shape)"),
+        Gate("kl_mean", floor_abs=3.5e-4, reason="5x the measured modelopt int8 KL (<= 5.7e-7 tiny cases, 7.1e-5 "
+                                                  "GPT-2 shape; llama.cpp q8_0: 1.36e-3)"),
+    ),
+    loss_gates=(Gate("loss_abs", floor_abs=7e-3, reason="10x the measured modelopt int8 |ln PPL ratio| (<= 6.9e-4)"),),
+    # greedy_margin left at 0 (no flip accepted): no published or measured value for int8 yet.
+    arithmetic_gates=_FAKE_QUANT_ARITHMETIC,
+    arithmetic_loss_gates=_FAKE_QUANT_LOSS,
+    quality_gates=_quality(0.9767, 2.9e-6, math.exp(7e-3),
+                           "llama.cpp q8_0 (97.67%); PPL: 10x measured |ln ratio| 6.9e-4 "
+                           "(measured modelopt int8: top-1 >= 0.9995)",
+                           "5x measured modelopt int8 (<= 5.7e-7; llama.cpp q8_0 KLD 1.36e-3)"),
+))
+
+register_policy(TolerancePolicy(
+    name="int4-wo",
+    description="int4 weight-only, block-wise scales along in_features (modelopt INT4_BLOCKWISE_WEIGHT_ONLY_CFG)",
+    logit_gates=(  # as int8-wo: top-1 reported, not gated, in parity
+        Gate("max_abs", floor_rel=0.85, reason="3x the measured modelopt int4 (blocks of 32) error: <= 7.1e-2 of the "
+                                                "logit range on the tiny cases, 0.278 on the GPT-2 shape"),
+        Gate("kl_mean", floor_abs=0.0313, reason="llama.cpp q4_K_M mean KLD 0.0313 (measured: <= 1.33e-4 tiny cases, "
+                                                  "0.0107 GPT-2 shape)"),
+    ),
+    loss_gates=(Gate("loss_abs", floor_abs=math.log(1.028), reason="llama.cpp q4_K_M PPL ratio 1.028"),),
+    # greedy_margin left at 0 (no flip accepted): no published or measured value for int4 yet.
+    arithmetic_gates=_FAKE_QUANT_ARITHMETIC,
+    arithmetic_loss_gates=_FAKE_QUANT_LOSS,
+    quality_gates=_quality(0.919, 6.7e-4, 1.028,
+                           "llama.cpp q4_K_M (91.90%, PPL ratio 1.028) "
+                           "(measured modelopt int4 blocks of 32: top-1 >= 0.992, PPL ratio <= 1.0044)",
+                           "5x measured modelopt int4 blocks of 32 (<= 1.33e-4; blocks of 64: <= 2.2e-4; "
+                           "llama.cpp q4_K_M KLD 0.0313)"),
 ))

@@ -1,0 +1,228 @@
+"""Two-level verdicts for low-precision and quantized targets.
+
+A target opts in by declaring ``low_precision`` (a ``harness.quant.LowPrecision``); nothing here
+looks at its name.
+
+1. **Arithmetic** (``arithmetic_verdict``): is the backend computing what it claims? Its logits
+   are compared with the reference GPT run with the *same* weights (for a quantized target: the
+   fake-quant reference built from the very codes and scales its runnable reports) in the
+   target's compute dtype. As for fp32 targets, the bound is relative to that reference's own
+   error against the same weights in fp64. When it fails, known wrong scale layouts are tried,
+   so the message can say *which* layout the backend actually used.
+2. **Quality** (``quality_verdict``): what does this precision cost against the unquantized
+   fp64 truth? top-1 agreement, KL divergence, perplexity ratio, and the greedy divergence index.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+import torch
+
+from harness.api import Target
+from harness.conformance import run_checked
+from harness.decode import greedy_decode
+from harness.metrics import logit_metrics, loss_metrics
+from harness.policies import Verdict, error_verdict, get_policy, judge_logits, judge_loss
+from harness.quant import (
+    LowPrecision,
+    QuantizedLinear,
+    ScaleLayoutError,
+    check_scales_fit,
+    dequantized_weights,
+    fake_quant_model,
+    quantizable_linears,
+    wrong_layout_weights,
+)
+from harness.session import ConformanceSession
+from reference.cases import CaseSpec
+
+# The cases the quality gates were calibrated on (policies.py quotes the measurements). Elsewhere
+# (the GPT-2-shaped random model) the quality metrics are recorded but not gated: measured there,
+# modelopt int4 keeps top-1 on only 56% of positions (KL 0.011) and fp16 on 98.4% (near-ties),
+# below the published yardsticks that describe trained models.
+QUALITY_CALIBRATED_CASES = frozenset({"seed", "no-bias", "single-head", "one-token", "full-block"})
+GREEDY_PROMPT = 8
+GREEDY_STEPS = 16
+# fp64 greedy tokens per reference model, shared by every target's quality check of a case.
+_REFERENCE_GREEDY: weakref.WeakKeyDictionary[torch.nn.Module, list[int]] = weakref.WeakKeyDictionary()
+
+
+def low_precision_of(target: Target) -> LowPrecision | None:
+    declared = getattr(target, "low_precision", None)
+    if declared is not None and not isinstance(declared, LowPrecision):
+        raise TypeError(f"target {target.name!r}: low_precision must be a harness.quant.LowPrecision, "
+                        f"got {type(declared).__name__}")
+    return declared
+
+
+def require_low_precision(target: Target) -> LowPrecision:
+    """The target's declaration, or a skip saying why the check does not apply."""
+    declared = low_precision_of(target)
+    if declared is None:
+        pytest.skip(f"{target.name}: not a low-precision target (declares no low_precision)")
+    return declared
+
+
+def reported_quantized_weights(target: Target, runnable: Any, model: torch.nn.Module) -> dict[str, QuantizedLinear]:
+    """The tensors a weight-quantized target says it computes with, checked against the model:
+    the runnable's ``quantized_weights`` attribute, or the target's ``quantized_weights(model)``."""
+    quantized = getattr(runnable, "quantized_weights", None)
+    method = getattr(target, "quantized_weights", None)
+    if quantized is None and callable(method):
+        quantized = method(model)
+    if not isinstance(quantized, Mapping) or not quantized:
+        raise ScaleLayoutError(f"target {target.name!r} declares weight quantization but reports no quantized "
+                               f"weights (runnable.quantized_weights or target.quantized_weights(model): "
+                               f"name -> harness.quant.QuantizedLinear)")
+    quantized = dict(quantized)
+    floats = {name: linear.weight for name, linear in quantizable_linears(model).items()}
+    check_scales_fit(floats, quantized)
+    return quantized
+
+
+@torch.no_grad()
+def _forward(model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None):
+    return model(idx, targets, full_logits=True)
+
+
+@dataclass
+class ArithmeticReference:
+    logits64: torch.Tensor
+    loss64: torch.Tensor | None
+    baseline_logits: dict[str, float]
+    baseline_loss: dict[str, float] | None
+
+
+def arithmetic_reference(model: torch.nn.Module, weights: dict[str, torch.Tensor], dtype: torch.dtype,
+                         idx: torch.Tensor, targets: torch.Tensor | None) -> ArithmeticReference:
+    """fp64 truth and the ``dtype`` reference's error, for ``model`` with ``weights`` swapped in."""
+    logits64, loss64 = _forward(fake_quant_model(model, weights, torch.float64), idx, targets)
+    logits_c, loss_c = _forward(fake_quant_model(model, weights, dtype), idx, targets)
+    baseline_loss = loss_metrics(loss_c, loss64) if loss64 is not None else None
+    return ArithmeticReference(logits64, loss64, logit_metrics(logits_c, logits64), baseline_loss)
+
+
+def _judge_arithmetic(policy, ref: ArithmeticReference, logits, loss) -> tuple[Verdict, Verdict | None]:
+    level = replace(policy, logit_gates=policy.arithmetic_gates, loss_gates=policy.arithmetic_loss_gates)
+    scale = float(ref.logits64.abs().max())
+    logits_verdict = judge_logits(level, logit_metrics(logits, ref.logits64), ref.baseline_logits, scale,
+                                  check="arithmetic")
+    loss_verdict = None
+    if ref.loss64 is not None and loss is not None and policy.arithmetic_loss_gates:
+        loss_verdict = judge_loss(level, loss_metrics(loss, ref.loss64), ref.baseline_loss or {}, check="arithmetic")
+    return logits_verdict, loss_verdict
+
+
+def arithmetic_verdict(session: ConformanceSession, target: Target, spec: CaseSpec) -> Verdict:
+    """Level 1: the target against the reference with the same weights in its compute dtype."""
+    declared = require_low_precision(target)
+    policy = get_policy(target.precision)
+    if not policy.arithmetic_gates:
+        raise KeyError(f"policy {policy.name!r} of target {target.name!r} has no arithmetic_gates")
+    golden = session.golden(spec)
+    logits, loss, _ = session.named_outputs(target, golden)
+    runnable = session.prepare(target, golden.model, spec.name).runnable
+    quantized: dict[str, QuantizedLinear] = {}
+    if declared.weights is not None:
+        try:
+            quantized = reported_quantized_weights(target, runnable, golden.model)
+        except ScaleLayoutError as exc:
+            return Verdict("arithmetic", "fail", policy.name, message=f"scales disagree with the model's weights: {exc}")
+    ref = arithmetic_reference(golden.model, dequantized_weights(quantized), declared.compute_dtype,
+                               golden.idx, golden.targets)
+    logits_verdict, loss_verdict = _judge_arithmetic(policy, ref, logits, loss)
+    verdict = logits_verdict
+    if loss_verdict is not None and not loss_verdict.passed and logits_verdict.passed:
+        verdict = loss_verdict
+    if not verdict.passed and quantized:
+        verdict.message = _diagnose_layout(policy, golden, declared, quantized, logits, loss) + f" ({verdict.message})"
+    return verdict
+
+
+def _diagnose_layout(policy, golden, declared: LowPrecision, quantized, logits, loss) -> str:
+    """Which known wrong scale layout, if any, reproduces the target's logits."""
+    for label, weights in wrong_layout_weights(quantized).items():
+        ref = arithmetic_reference(golden.model, weights, declared.compute_dtype, golden.idx, golden.targets)
+        if _judge_arithmetic(policy, ref, logits, loss)[0].passed:
+            return (f"scales disagree: the target's logits match the fake-quant reference with {label}, "
+                    f"not the layout its quantized_weights declare")
+    return ("logits disagree with the fake-quant reference built from the target's own codes and scales: its "
+            "int arithmetic or its scale layout is wrong (no known wrong layout reproduces it)")
+
+
+def greedy_divergence(session: ConformanceSession, target: Target, golden) -> dict[str, float]:
+    """First index where the target's greedy continuation leaves the fp64 reference's, on the
+    case's first row; ``steps`` when it never does. Random-weight models have near-tied
+    logits, so this is reported, not gated (tie-aware greedy checks are their own case)."""
+    config = golden.spec.config
+    prompt_len = min(GREEDY_PROMPT, golden.spec.seq_len)
+    steps = min(GREEDY_STEPS, config.block_size - prompt_len)
+    if steps < 1 or not target.capabilities.accepts(1, prompt_len + steps):
+        return {}
+    prompt = golden.idx[0, :prompt_len].tolist()
+    expected = _REFERENCE_GREEDY.get(golden.model)
+    if expected is None or len(expected) != steps:
+        truth_model = copy.deepcopy(golden.model).to(torch.float64)
+        with torch.no_grad():
+            expected = greedy_decode(lambda i: truth_model(i, full_logits=True)[0], prompt, steps, config.block_size)
+        _REFERENCE_GREEDY[golden.model] = expected
+    runnable = session.prepare(target, golden.model, golden.spec.name).runnable
+    got = greedy_decode(lambda i: run_checked(runnable, target, config, i)[0], prompt, steps, config.block_size)
+    diverged = next((i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b), steps)
+    return {"greedy_divergence_index": float(diverged), "greedy_steps": float(steps)}
+
+
+def quality_metrics(logits: torch.Tensor, loss: torch.Tensor | None, logits64: torch.Tensor,
+                    loss64: torch.Tensor | None) -> dict[str, float]:
+    """Against the unquantized fp64 truth: logit metrics plus the perplexity ratio
+    PPL(target) / PPL(truth) = exp(loss_target - loss_truth) (llama.cpp's ``PPL(Q)/PPL(base)``)."""
+    metrics = logit_metrics(logits, logits64)
+    if loss is not None and loss64 is not None:
+        delta = float(loss) - float(loss64)
+        metrics["ppl_ratio"] = math.exp(delta) if math.isfinite(delta) else math.nan
+    return metrics
+
+
+def quality_verdict(session: ConformanceSession, target: Target, spec: CaseSpec) -> tuple[Verdict, dict[str, float]]:
+    """Level 2: what this precision costs against the unquantized fp64 truth."""
+    require_low_precision(target)
+    policy = get_policy(target.precision)
+    if not policy.quality_gates:
+        raise KeyError(f"policy {policy.name!r} of target {target.name!r} has no quality_gates")
+    golden = session.golden(spec)
+    logits, loss, _ = session.named_outputs(target, golden)
+    metrics = quality_metrics(logits, loss, golden.logits64, golden.loss64)
+    greedy = greedy_divergence(session, target, golden)
+    level = replace(policy, logit_gates=policy.quality_gates)
+    try:
+        verdict = judge_logits(level, {**metrics, **greedy}, {}, float(golden.logits64.abs().max()), check="quality")
+    except KeyError as exc:
+        verdict = error_verdict("quality", policy.name, exc)
+    return verdict, greedy
+
+
+COST_COLUMNS = ("max_rel", "top1_agreement", "kl_mean", "ppl_ratio", "greedy_divergence_index")
+
+
+def precision_cost_rows(records: list[dict]) -> list[dict]:
+    """One row per (target, case) from ``quality`` records: what each precision costs, with the
+    arithmetic verdict of the same target and case beside it. Where records of several runs are
+    read, the last record of a (target, case) wins."""
+    arithmetic = {(r["target"], r["case"]): r["status"] for r in records if r.get("check") == "arithmetic"}
+    rows = {}
+    for r in records:
+        if r.get("check") != "quality":
+            continue
+        key = (r["target"], r["case"])
+        metrics = r.get("metrics") or {}
+        rows[key] = {"target": r["target"], "precision": r.get("precision"), "case": r["case"],
+                     "arithmetic": arithmetic.get(key, "-"), "quality": r["status"],
+                     **{c: metrics.get(c) for c in COST_COLUMNS}}
+    return sorted(rows.values(), key=lambda row: (row["precision"] or "", row["target"], row["case"]))

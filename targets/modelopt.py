@@ -1,0 +1,120 @@
+"""``modelopt-int8-wo`` and ``modelopt-int4-wo``: NVIDIA Model Optimizer's weight-only fake
+quantization of the reference GPT, on CPU (pip extra ``quant``: ``nvidia-modelopt``).
+
+- int8: ``mtq.INT8_WEIGHT_ONLY_CFG``, one scale per output channel (what Tripy's nanoGPT uses
+  with ``weight_quant_dim=0``);
+- int4: ``mtq.INT4_BLOCKWISE_WEIGHT_ONLY_CFG``, one scale per block along in_features. The
+  preset's block of 128 is wider than the tiny models' 64 features, so the block size is a
+  constructor argument (default ``DEFAULT_INT4_BLOCK_SIZE`` = 32; register ``ModeloptWeightOnly(4, block_size=16)`` for
+  another).
+
+Weight-only max calibration does not depend on the data, but modelopt still wants a forward
+loop: it runs on seeded random tokens from the model's own vocabulary (never a dataset hub).
+The runnable computes with modelopt's own fake-quantized weights (each layer's weight quantizer
+applied once) and exposes the calibrated scales as ``quantized_weights`` (``harness.quant``
+layout), so the arithmetic check builds its fake-quant reference from exactly these tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from harness.api import Capabilities, Requirements, Target, UnsupportedHere
+from harness.quant import (
+    DEFAULT_INT4_BLOCK_SIZE,
+    LowPrecision,
+    WeightQuantization,
+    fake_quant_model,
+    quantized_weights_from_modelopt,
+)
+
+CALIBRATION_SEED = 1234
+CALIBRATION_BATCHES = 2
+
+
+def weight_only_config(mtq, spec: WeightQuantization) -> dict:
+    """The modelopt preset for ``spec``, with its block size replaced (list or dict form: the
+    config format changed from a dict of patterns to a list of entries in modelopt 0.4x)."""
+    preset = mtq.INT8_WEIGHT_ONLY_CFG if spec.bits == 8 else mtq.INT4_BLOCKWISE_WEIGHT_ONLY_CFG
+    config = copy.deepcopy(preset)
+    if spec.block_size is None:
+        return config
+    entries = config["quant_cfg"]
+    if isinstance(entries, dict):
+        found = [entries["*weight_quantizer"]] if "*weight_quantizer" in entries else []
+    else:
+        found = [e["cfg"] for e in entries if e.get("quantizer_name") == "*weight_quantizer" and "cfg" in e]
+    if not found:
+        raise RuntimeError("modelopt's INT4_BLOCKWISE_WEIGHT_ONLY_CFG has no '*weight_quantizer' entry to set the block size on")
+    for cfg in found:
+        cfg["block_sizes"] = {**cfg.get("block_sizes", {}), -1: spec.block_size}
+    return config
+
+
+def calibration_batches(config) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(CALIBRATION_SEED)
+    shape = (4, config.block_size)
+    return [torch.randint(0, config.vocab_size, shape, generator=generator) for _ in range(CALIBRATION_BATCHES)]
+
+
+class QuantizedRunnable:
+    """A runnable that also says which quantized tensors it computes with."""
+
+    def __init__(self, model, quantized_weights):
+        self.model = model
+        self.quantized_weights = quantized_weights
+
+    def __call__(self, idx, targets=None):
+        return self.model(idx, targets, full_logits=True)
+
+
+class ModeloptWeightOnly(Target):
+    requirements = Requirements(packages=(("modelopt.torch.quantization", "quant"),), device="cpu")
+    capabilities = Capabilities(dynamic_shapes=True)
+
+    def __init__(self, bits: int, block_size: int | None = None, name: str | None = None):
+        spec = WeightQuantization(bits, block_size)
+        self.name = name or f"modelopt-int{bits}-wo"
+        self.precision = f"int{bits}-wo"
+        self.spec = spec
+        self.low_precision = LowPrecision(torch.float32, weights=spec)
+        self.description = f"modelopt fake quantization, {spec.describe()}, fp32 compute, CPU"
+
+    def prepare(self, model, config):
+        import modelopt.torch.quantization as mtq
+
+        if self.spec.block_size is not None:
+            for name, module in model.named_modules():
+                if isinstance(module, torch.nn.Linear) and module.in_features % self.spec.block_size:
+                    raise UnsupportedHere(f"layer {name} has in_features {module.in_features}, not a multiple of "
+                                          f"block_size {self.spec.block_size}")
+        quantized = copy.deepcopy(model).eval()
+        batches = calibration_batches(config)
+
+        def forward_loop(m):
+            for batch in batches:
+                m(batch)
+
+        with torch.no_grad():
+            mtq.quantize(quantized, weight_only_config(mtq, self.spec), forward_loop=forward_loop)
+            weights = {name: module.weight_quantizer(module.weight).detach()
+                       for name, module in quantized.named_modules()
+                       if getattr(getattr(module, "weight_quantizer", None), "is_enabled", False)}
+        # modelopt re-quantizes every weight on every call (~30 ms per linear on CPU), so the
+        # runnable holds modelopt's own fake-quantized weights in a plain copy of the model.
+        return QuantizedRunnable(fake_quant_model(model, weights), quantized_weights_from_modelopt(quantized))
+
+    def environment(self):
+        from importlib import metadata
+
+        try:
+            version = metadata.version("nvidia-modelopt")
+        except metadata.PackageNotFoundError:
+            version = None
+        return {"modelopt": version, "bits": self.spec.bits,
+                "block_size": self.spec.block_size, "calibration": f"{CALIBRATION_BATCHES} batches of seeded random tokens"}
+
+
+TARGETS = [ModeloptWeightOnly(8), ModeloptWeightOnly(4, block_size=DEFAULT_INT4_BLOCK_SIZE)]

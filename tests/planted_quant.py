@@ -1,0 +1,69 @@
+"""Quantized targets for proving the two-level checks: one correct, one with Tripy's int4 bug.
+
+Both quantize with the pure-torch ``harness.quant.quantize_model`` (no modelopt needed) and
+report the same, correct ``quantized_weights``. The planted one then *applies* the block
+scales along the wrong axis, as Tripy's nanoGPT example loader does: it reshapes modelopt's flat
+block amax to [out / B, in] and so scales blocks of output channels instead of blocks of input
+features. The arithmetic check must fail it and say that the scales disagree.
+
+Load them with ``pytest -p tests.planted_quant``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.api import Capabilities, Target
+from harness.quant import (
+    LowPrecision,
+    WeightQuantization,
+    dequantized_weights,
+    fake_quant_model,
+    quantize_model,
+    wrong_layout_weights,
+)
+
+BLOCK_SIZE = 16
+WRONG_AXIS = "block scales reshaped along the wrong axis ([out/B, in], as Tripy's nanoGPT int4 loader)"
+
+
+class TorchQuantRunnable:
+    def __init__(self, model, quantized_weights):
+        self.model = model
+        self.quantized_weights = quantized_weights
+
+    def __call__(self, idx, targets=None):
+        return self.model(idx, targets, full_logits=True)
+
+
+class TorchInt4Target(Target):
+    """int4 weight-only with the right scale layout: the control that must pass."""
+
+    name = "torch-int4-wo"
+    precision = "int4-wo"
+    description = f"pure-torch int4 weight-only fake quant, blocks of {BLOCK_SIZE} (correct layout)"
+    capabilities = Capabilities(dynamic_shapes=True)
+    low_precision = LowPrecision(torch.float32, weights=WeightQuantization(4, BLOCK_SIZE))
+
+    def weights_to_apply(self, quantized):
+        return dequantized_weights(quantized)
+
+    def prepare(self, model, config):
+        quantized = quantize_model(model, self.low_precision.weights)
+        return TorchQuantRunnable(fake_quant_model(model, self.weights_to_apply(quantized)), quantized)
+
+
+class WrongAxisInt4Target(TorchInt4Target):
+    name = "planted-int4-wrong-axis"
+    description = "int4 block scales applied along out_features (Tripy nanoGPT loader's reshape)"
+
+    def weights_to_apply(self, quantized):
+        return wrong_layout_weights(quantized)[WRONG_AXIS]
+
+
+PLANTED_QUANT = [TorchInt4Target(), WrongAxisInt4Target()]
+
+
+def pytest_gpt_conformance_register(registry):
+    for target in PLANTED_QUANT:
+        registry.register(target, source="tests.planted_quant")
