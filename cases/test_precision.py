@@ -12,13 +12,14 @@ import pytest
 
 from harness.precision import QUALITY_CALIBRATED_CASES, arithmetic_verdict, quality_verdict, require_low_precision
 from harness.session import assert_verdict
-from reference.cases import NAMED_CASES
+from reference.cases import ALL_CASES
 
-CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.slow else []) for spec in NAMED_CASES]
+CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.slow else []) for spec in ALL_CASES]
 
 
 @pytest.mark.parametrize("spec", CASES)
 def test_arithmetic(target, spec, conformance):
+    conformance.require_family(target, spec.family, spec.name, spec.config)
     if require_low_precision(target).is_arithmetic_reference:
         pytest.skip(f"{target.name}: is itself the arithmetic reference of its dtype (the check would compare it with itself)")
     verdict = arithmetic_verdict(conformance, target, spec)
@@ -29,6 +30,7 @@ def test_arithmetic(target, spec, conformance):
 
 @pytest.mark.parametrize("spec", CASES)
 def test_quality(target, spec, conformance):
+    conformance.require_family(target, spec.family, spec.name, spec.config)
     require_low_precision(target)
     verdict, greedy = quality_verdict(conformance, target, spec)
     gated = spec.name in QUALITY_CALIBRATED_CASES

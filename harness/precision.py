@@ -42,6 +42,7 @@ from harness.quant import (
 )
 from harness.session import ConformanceSession
 from reference.cases import CaseSpec
+from reference.families import family_of
 
 # The cases the quality gates were calibrated on (policies.py quotes the measurements). Elsewhere
 # (the GPT-2-shaped random model) the quality metrics are recorded but not gated: measured there,
@@ -89,7 +90,7 @@ def reported_quantized_weights(target: Target, runnable: Any, model: torch.nn.Mo
 
 @torch.no_grad()
 def _forward(model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None):
-    return model(idx, targets, full_logits=True)
+    return family_of(model.config).logits_and_loss(model, idx, targets)
 
 
 @dataclass
@@ -162,8 +163,9 @@ def greedy_divergence(session: ConformanceSession, target: Target, golden) -> di
     case's first row; ``steps`` when it never does. Random-weight models have near-tied
     logits, so this is reported, not gated (tie-aware greedy checks are their own case)."""
     config = golden.spec.config
+    block_size = family_of(config).block_size(config)
     prompt_len = min(GREEDY_PROMPT, golden.spec.seq_len)
-    steps = min(GREEDY_STEPS, config.block_size - prompt_len)
+    steps = min(GREEDY_STEPS, block_size - prompt_len)
     if steps < 1 or not target.capabilities.accepts(1, prompt_len + steps):
         return {}
     prompt = golden.idx[0, :prompt_len].tolist()
@@ -171,10 +173,10 @@ def greedy_divergence(session: ConformanceSession, target: Target, golden) -> di
     if expected is None or len(expected) != steps:
         truth_model = copy.deepcopy(golden.model).to(torch.float64)
         with torch.no_grad():
-            expected = greedy_decode(lambda i: truth_model(i, full_logits=True)[0], prompt, steps, config.block_size)
+            expected = greedy_decode(lambda i: _forward(truth_model, i, None)[0], prompt, steps, block_size)
         _REFERENCE_GREEDY[golden.model] = expected
     runnable = session.prepare(target, golden.model, golden.spec.name).runnable
-    got = greedy_decode(lambda i: run_checked(runnable, target, config, i)[0], prompt, steps, config.block_size)
+    got = greedy_decode(lambda i: run_checked(runnable, target, config, i)[0], prompt, steps, block_size)
     diverged = next((i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b), steps)
     return {"greedy_divergence_index": float(diverged), "greedy_steps": float(steps)}
 

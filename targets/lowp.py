@@ -11,8 +11,9 @@ import copy
 
 import torch
 
-from harness.api import Capabilities, Target, UnsupportedHere
+from harness.api import ALL_FAMILIES, Capabilities, Target, UnsupportedHere
 from harness.quant import LowPrecision
+from reference.families import family_of
 
 
 def check_dtype_supported(dtype: torch.dtype) -> None:
@@ -27,7 +28,7 @@ def check_dtype_supported(dtype: torch.dtype) -> None:
 
 
 class EagerCastTarget(Target):
-    capabilities = Capabilities(dynamic_shapes=True)
+    capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES)
 
     def __init__(self, name: str, dtype: torch.dtype, precision: str):
         self.name = name
@@ -40,9 +41,10 @@ class EagerCastTarget(Target):
     def prepare(self, model, config):
         check_dtype_supported(self.dtype)
         cast = copy.deepcopy(model).to(self.dtype).eval()
+        family = family_of(model.config)
 
         def run(idx, targets=None):
-            return cast(idx, targets, full_logits=True)
+            return family.logits_and_loss(cast, idx, targets)
 
         return run
 

@@ -21,7 +21,7 @@ import copy
 
 import torch
 
-from harness.api import Capabilities, Requirements, Target, UnsupportedHere
+from harness.api import ALL_FAMILIES, Capabilities, Requirements, Target, UnsupportedHere
 from harness.quant import (
     DEFAULT_INT4_BLOCK_SIZE,
     LowPrecision,
@@ -29,6 +29,7 @@ from harness.quant import (
     fake_quant_model,
     quantized_weights_from_modelopt,
 )
+from reference.families import family_of
 
 CALIBRATION_SEED = 1234
 CALIBRATION_BATCHES = 2
@@ -55,7 +56,7 @@ def weight_only_config(mtq, spec: WeightQuantization) -> dict:
 
 def calibration_batches(config) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(CALIBRATION_SEED)
-    shape = (4, config.block_size)
+    shape = (4, family_of(config).block_size(config))
     return [torch.randint(0, config.vocab_size, shape, generator=generator) for _ in range(CALIBRATION_BATCHES)]
 
 
@@ -64,15 +65,16 @@ class QuantizedRunnable:
 
     def __init__(self, model, quantized_weights):
         self.model = model
+        self.family = family_of(model.config)
         self.quantized_weights = quantized_weights
 
     def __call__(self, idx, targets=None):
-        return self.model(idx, targets, full_logits=True)
+        return self.family.logits_and_loss(self.model, idx, targets)
 
 
 class ModeloptWeightOnly(Target):
     requirements = Requirements(packages=(("modelopt.torch.quantization", "quant"),), device="cpu")
-    capabilities = Capabilities(dynamic_shapes=True)
+    capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES)
 
     def __init__(self, bits: int, block_size: int | None = None, name: str | None = None):
         spec = WeightQuantization(bits, block_size)
