@@ -52,6 +52,7 @@ import torch
 
 from harness.api import Capabilities, Requirements, Runnable, Target
 from harness.probes import AVAILABLE, Availability, probe_cuda
+from harness.quant import LowPrecision, default_spec, quantized_linears
 from reference.model import GPT, GPTConfig
 
 if TYPE_CHECKING:
@@ -83,10 +84,20 @@ NVTRIPY_HINT = ("nvtripy's runtime (tensorrt, mlir-tensorrt) comes from NVIDIA's
 class QuantizedLinearLike(Protocol):
     """Issue 5's backend-neutral quantized weight of one linear layer (``harness.quant``)."""
 
-    codes: torch.Tensor  # int8 [out, in]; int4 codes are stored as int8 in [-8, 7]
-    scales: torch.Tensor  # float: [out] per channel, [out, in / block_size] block-wise
-    block_size: int | None
-    bits: int
+    # Read-only, as harness.quant's frozen QuantizedLinear has them.
+    @property
+    def codes(self) -> torch.Tensor:
+        """int8 [out, in]; int4 codes are stored as int8 in [-8, 7]."""
+
+    @property
+    def scales(self) -> torch.Tensor:
+        """float: [out] per channel, [out, in / block_size] block-wise."""
+
+    @property
+    def block_size(self) -> int | None: ...
+
+    @property
+    def bits(self) -> int: ...
 
     def dequantize(self) -> torch.Tensor:
         """The fake-quant float weight [out, in]: codes * scale, broadcast per block."""
@@ -327,11 +338,11 @@ Quantizer = Callable[[GPT, TripyMode], Mapping[str, QuantizedLinearLike]]
 
 
 def harness_quantization(model: GPT, mode: TripyMode) -> Mapping[str, QuantizedLinearLike]:
-    """Issue 5's backend-neutral quantized weights for ``model``: the very scales the CPU
-    fake-quant reference uses. Imported here so the float modes never need ``harness.quant``."""
-    import harness.quant
-
-    return harness.quant.quantized_linears(model, bits=mode.bits)
+    """The backend-neutral quantized weights (``harness.quant``) for ``model``: the very codes and
+    scales the CPU fake-quant reference uses."""
+    if mode.bits is None:
+        raise ValueError(f"{mode.name} is a float mode: it has no quantized weights")
+    return quantized_linears(model, bits=mode.bits)
 
 
 @cache
@@ -341,15 +352,6 @@ def probe_nvtripy() -> Availability:
         import nvtripy  # noqa: F401
     except (ImportError, OSError) as exc:
         return Availability(False, f"import nvtripy failed: {type(exc).__name__}: {exc}; {NVTRIPY_HINT}")
-    return AVAILABLE
-
-
-@cache
-def probe_harness_quant() -> Availability:
-    try:
-        import harness.quant  # noqa: F401
-    except ImportError as exc:
-        return Availability(False, f"quantized weights unavailable: harness.quant does not import ({exc})")
     return AVAILABLE
 
 
@@ -364,14 +366,16 @@ class TripyTarget(Target):
         self.requirements = Requirements(packages=(("nvtripy", "tripy"),), device="cuda",
                                          min_cuda_capability=mode.min_capability)
         self.quantizer = quantizer
+        if mode.torch_dtype != torch.float32:
+            # Opts the reduced-precision modes into the two-level checks (cases/test_precision.py):
+            # arithmetic against the fake-quant reference built from quantized_weights(), and
+            # quality against fp32.
+            self.low_precision = LowPrecision(mode.torch_dtype, weights=default_spec(mode.bits) if mode.bits else None)
         self._quantized: weakref.WeakKeyDictionary[GPT, Mapping[str, QuantizedLinearLike]] = weakref.WeakKeyDictionary()
 
     def probe(self) -> Availability:
-        """Every failed check, named: nvtripy's import, CUDA and its compute capability, and for
-        the quantized modes the quantized weights they load."""
+        """Every failed check, named: nvtripy's import, CUDA and its compute capability."""
         checks = [probe_nvtripy(), probe_cuda(self.mode.min_capability)]
-        if self.mode.bits is not None and self.quantizer is harness_quantization:
-            checks.append(probe_harness_quant())
         failed = [check.reason for check in checks if not check]
         return Availability(False, "; ".join(failed)) if failed else AVAILABLE
 

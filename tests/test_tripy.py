@@ -24,6 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness import quant as harness_quant
 from harness.probes import AVAILABLE, Availability
 from reference.model import GPT, GPTConfig
 from targets import tripy
@@ -258,6 +259,21 @@ def test_quantized_state_reproduces_fake_quant_reference(mode):
     assert (got - reference_logits(model, idx)).abs().max() > 1e-6
 
 
+@pytest.mark.parametrize("mode", sorted(QUANT_MODES))
+def test_harness_quant_weights_load_as_the_fake_quant_reference(mode):
+    """The real objects the targets load (harness.quant), not the test double: the CPU
+    fake-quant reference and the Tripy graph must use the very same codes and scales."""
+    bits, block = QUANT_MODES[mode]
+    model, idx = case(TINY, seed=1)
+    quantized = harness_quant.quantized_linears(model, bits, block)
+    state, plans = tripy_state_dict(model, torch.float64, quantized)
+    got = tripy_forward_in_torch(state, plans, TINY, idx)
+    # harness.quant dequantizes in float32 (codes * scale rounded once, <= 6e-8 relative), the
+    # graph re-derives the weight in float64: measured max |diff| 5.5e-9 on these logits.
+    torch.testing.assert_close(got, reference_logits(model, idx, quantized), rtol=0, atol=1e-7)
+    assert (got - reference_logits(model, idx)).abs().max() > 1e-6
+
+
 @pytest.mark.parametrize("block", [8, 16])
 def test_int4_scale_layout_agrees_with_dequantize(block):
     weight = torch.randn(24, 32) * 0.02
@@ -414,16 +430,14 @@ def test_import_and_probe_leave_nvtripy_and_cuda_alone():
 def test_probe_lists_every_failed_check(monkeypatch):
     monkeypatch.setattr(tripy, "probe_nvtripy", lambda: Availability(False, "import nvtripy failed: X"))
     monkeypatch.setattr(tripy, "probe_cuda", lambda cap: Availability(False, f"no CUDA device (needs {cap})"))
-    monkeypatch.setattr(tripy, "probe_harness_quant", lambda: AVAILABLE)
     assert tripy.TRIPY_INT8_WO.probe().reason == "import nvtripy failed: X; no CUDA device (needs (8, 0))"
 
 
 def test_probe_names_only_what_failed(monkeypatch):
     monkeypatch.setattr(tripy, "probe_nvtripy", lambda: AVAILABLE)
-    monkeypatch.setattr(tripy, "probe_cuda", lambda cap: AVAILABLE)
-    monkeypatch.setattr(tripy, "probe_harness_quant", lambda: Availability(False, "harness.quant missing"))
+    monkeypatch.setattr(tripy, "probe_cuda", lambda cap: Availability(False, f"needs {cap}") if cap > (7, 5) else AVAILABLE)
     assert tripy.TRIPY_FP16.probe()
-    assert tripy.TRIPY_INT4_WO.probe().reason == "harness.quant missing"
+    assert tripy.TRIPY_INT4_WO.probe().reason == "needs (8, 0)"
 
 
 def test_real_probe_without_nvtripy_runtime_skips_with_reason():
