@@ -73,6 +73,28 @@ def example_inputs(config, with_targets: bool) -> tuple[torch.Tensor, ...]:
     return (idx, torch.zeros_like(idx)) if with_targets else (idx,)
 
 
+class ExportedProgramIgnoresParameters(RuntimeError):
+    """The exported program baked the example's weights in as constants instead of reading its
+    parameter inputs, so it would answer for the wrong model (seen with strict export of
+    functional_call on torch 2.9.1; fixed by 2.13)."""
+
+
+@torch.no_grad()
+def check_depends_on_parameters(module, params: dict[str, torch.Tensor], inputs: tuple[torch.Tensor, ...],
+                                name: str) -> None:
+    """Run the program with its parameters and with every parameter doubled: the logits must change.
+    One program serves every model of a config, so a program that ignores its parameter inputs is
+    wrong for all but the model it was exported from, and its parity results would depend on
+    test order. Checking here makes the failure deterministic and says what it is."""
+    logits = module(params, *inputs)[0]
+    doubled = module({k: 2 * v for k, v in params.items()}, *inputs)[0]
+    if torch.equal(logits, doubled):
+        raise ExportedProgramIgnoresParameters(
+            f"{name}: the program torch.export (torch {torch.__version__}) produced ignores its parameter "
+            "inputs: it baked the example model's weights in as constants, so it computes the wrong model "
+            "for any other weights")
+
+
 class ExportTarget(Target):
     precision = "fp32"
     capabilities = Capabilities(dynamic_shapes=True, max_batch=1 << 16, families=ALL_FAMILIES)
@@ -116,7 +138,9 @@ class ExportTarget(Target):
             size = buffer.tell()
             buffer.seek(0)
             ep = torch.export.load(buffer)
-        return ExportedProgram(ep.module(), time.perf_counter() - start, size)
+        module = ep.module()
+        check_depends_on_parameters(module, params, example_inputs(model.config, with_targets), self.name)
+        return ExportedProgram(module, time.perf_counter() - start, size)
 
     def prepare(self, model, config):
         model = model.eval()
