@@ -48,6 +48,7 @@ from harness.policies import Gate, TolerancePolicy, get_policy, register_policy
 from harness.probes import AVAILABLE, probe_neuron_device, probe_package
 from reference.model import GPT
 from targets.static_shapes import (
+    JIT_DEPRECATION,
     ArtifactCache,
     Bucket,
     CacheStats,
@@ -120,7 +121,8 @@ def trace_checked(compiler: Compiler, step: NeuronStep, example: torch.Tensor, w
                   ) -> tuple[torch.jit.ScriptModule, list[str]]:
     """Compile ``step`` and vet the warnings: a TracerWarning raised from the model's or our code
     is an error (a value frozen into the graph); others, including the compiler's own
-    TracerWarnings, are re-emitted and returned for the artifact's metadata."""
+    TracerWarnings, are re-emitted (all but torch.jit's own deprecation notice) and returned for the
+    artifact's metadata."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         module = compiler.trace(step, example, workdir)
@@ -131,6 +133,8 @@ def trace_checked(compiler: Compiler, step: NeuronStep, example: torch.Tensor, w
             f"  {w.filename}:{w.lineno}: {w.message}" for w in ours))
     kept = []
     for w in caught:
+        if issubclass(w.category, DeprecationWarning) and JIT_DEPRECATION.search(str(w.message)):
+            continue
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if issubclass(w.category, torch.jit.TracerWarning):
             kept.append(f"{w.filename}:{w.lineno}: {w.message}")
@@ -259,6 +263,7 @@ class BucketedRunner:
             self.graphs[bucket] = self.target.graph_for(self.model, self.weights, bucket)
         return self.graphs[bucket]
 
+    @torch.no_grad()
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         batch, seq_len = idx.shape
         bucket = select_bucket(self.target.buckets, batch, seq_len, self.model.config.block_size)

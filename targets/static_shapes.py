@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,16 @@ import torch
 
 Bucket = tuple[int, int]
 ARTIFACT_FORMAT = 1
+# Recent torch releases deprecate torch.jit.*; Neuron's artifacts are TorchScript (torch_neuronx.trace
+# returns a ScriptModule), so these calls are the format itself, and the warning says nothing new.
+JIT_DEPRECATION = re.compile(r"`torch\.jit\.\w+` is deprecated")
+
+
+@contextmanager
+def jit_deprecation_silenced() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=JIT_DEPRECATION.pattern, category=DeprecationWarning)
+        yield
 
 
 class BucketError(ValueError):
@@ -170,7 +182,8 @@ class ArtifactCache:
         if actual != meta.get("artifact_sha256"):
             return None, f"artifact {artifact.name} sha256 {actual[:16]}... != sidecar's {str(meta.get('artifact_sha256'))[:16]}... (corrupt)"
         try:
-            module = torch.jit.load(str(artifact))
+            with jit_deprecation_silenced():
+                module = torch.jit.load(str(artifact))
         except Exception as exc:  # any load failure means the file is unusable, and is reported
             return None, f"torch.jit.load({artifact.name}) failed: {type(exc).__name__}: {exc}"
         os.utime(artifact)  # least recently used pruning reads mtimes
@@ -181,7 +194,8 @@ class ArtifactCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         artifact, sidecar = self.paths(name)
         tmp = artifact.with_name(f".{artifact.name}.{os.getpid()}.tmp")
-        torch.jit.save(module, str(tmp))
+        with jit_deprecation_silenced():
+            torch.jit.save(module, str(tmp))
         meta = {"format": ARTIFACT_FORMAT, "key": key, "fields": fields, "artifact_sha256": file_sha256(tmp),
                 "artifact_bytes": tmp.stat().st_size, "created": time.time(), **extra}
         os.replace(tmp, artifact)
