@@ -316,7 +316,7 @@ def placeholder_path(tmp_path) -> Path:
     package.mkdir(parents=True)
     stack_file = tmp_path / "imported-by.txt"
     (package / "__init__.py").write_text(
-        f"import traceback\nopen({str(stack_file)!r}, 'a').write('@@' + ''.join(traceback.format_stack()))\n"
+        f"import traceback\nopen({str(stack_file)!r}, 'a').write('\\x1e' + ''.join(traceback.format_stack()))\n"
         + PLACEHOLDER)
     return package.parent
 
@@ -352,7 +352,7 @@ def test_trn1_tier_without_neuron_skips_everything_with_the_reason_and_exits_0(t
     assert "skipped" in last and "passed" not in last and "failed" not in last, last
     assert "neuron-bf16: no Neuron device: /dev/neuron* does not exist" in proc.stdout
     assert "PyPI's placeholder, not the real one: WRONG PACKAGE" in proc.stdout
-    imports = (tmp_path / "imported-by.txt").read_text().split("@@")[1:]
+    imports = (tmp_path / "imported-by.txt").read_text().split("\x1e")[1:]
     assert imports and all("pytest_runtest_setup" in stack for stack in imports), imports
 
 
