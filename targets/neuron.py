@@ -167,6 +167,9 @@ class Compiler:
     def check_environment(self) -> None:
         """Raise ValueError if the environment would change what this compiler builds."""
 
+    def load_runtime(self) -> None:
+        """Make saved artifacts loadable: register the ops they call (before ``torch.jit.load``)."""
+
 
 class JitTraceCompiler(Compiler):
     name = "torch.jit.trace"
@@ -194,6 +197,10 @@ class NeuronTraceCompiler(Compiler):
         if clash:
             raise ValueError(f"${NEURON_CC_FLAGS_ENV} sets {clash}: it would override this target's pinned precision "
                              f"{list(self.args)}; unset it or drop those flags")
+
+    def load_runtime(self) -> None:
+        # A saved Neuron graph calls torch.ops.neuron.*, which exist once torch_neuronx is imported.
+        import_torch_neuronx()
 
     def trace(self, step, example, workdir):
         torch_neuronx = import_torch_neuronx()
@@ -330,6 +337,7 @@ class StaticShapeTarget(Target):
             shutil.rmtree(workdir, ignore_errors=True)
             return module, {"tracer_warnings": tracer_warnings}
 
+        self.compiler.load_runtime()
         return load_or_build(self.cache, self.stats, bucket, name, fields, build)
 
     def compiler_fingerprint(self) -> str:

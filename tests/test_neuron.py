@@ -38,7 +38,14 @@ from targets.neuron import (
     trace_checked,
     worker_visible_cores,
 )
-from targets.static_shapes import ArtifactCacheWarning, BucketError, pad_to_bucket, parse_buckets, select_bucket
+from targets.static_shapes import (
+    ArtifactCache,
+    ArtifactCacheWarning,
+    BucketError,
+    pad_to_bucket,
+    parse_buckets,
+    select_bucket,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = GPTConfig(block_size=16, vocab_size=11, n_layer=1, n_head=2, n_embd=8)
@@ -285,6 +292,15 @@ class TestNeuronSeam:
         assert {"torch", "torch-neuronx", "neuronx-cc"} <= set(env["versions"])
         (sidecar,) = tmp_path.glob("*.json")
         assert json.loads(sidecar.read_text())["fields"]["compiler_args"] == args
+
+        # A second run loads the artifact, after importing torch_neuronx (its ops must be registered).
+        events: list[str] = []
+        real_import, real_load = neuron.import_torch_neuronx, ArtifactCache.load
+        monkeypatch.setattr(neuron, "import_torch_neuronx", lambda: events.append("import") or real_import())
+        monkeypatch.setattr(ArtifactCache, "load", lambda *a: events.append("load") or real_load(*a))
+        again = next(t for t in neuron.build_targets() if t.name == name)
+        assert torch.equal(again.prepare(model, model.config)(idx)[0], logits) and len(calls) == 1
+        assert events == ["import", "load"] and again.stats.per_bucket == {"2x16": {"hit": 1, "miss": 0, "rebuilt": 0}}
 
     def test_neuron_cc_flags_overriding_the_precision_are_refused(self, monkeypatch):
         monkeypatch.setenv(neuron.NEURON_CC_FLAGS_ENV, "-O1 --auto-cast=matmult")
