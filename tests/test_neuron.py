@@ -23,11 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from harness.api import TargetRegistry
+from harness.decode import StaticWindow, choose_window, greedy_decode
 from harness.probes import probe_package
 from harness.records import RecordWriter, read_records
 from harness.session import ConformanceSession, Options
 from reference.cases import named_case
 from reference.model import GPT, GPTConfig
+from reference.train import load_zen_model
 from targets import neuron
 from targets.neuron import (
     JitTraceCompiler,
@@ -176,6 +178,23 @@ class TestBuckets:
         assert abs(float(with_pads) - float(ref_loss)) > 1e-3, "a loss over pads would go unnoticed"
 
 
+@pytest.mark.cpu
+def test_greedy_decode_crops_from_the_left_once_the_bucket_is_full(tmp_path):
+    """Zen greedy through one 1x8 bucket: 30 tokens fed, so the window is cropped from the left;
+    the compiled graph must pick the same tokens as the eager model fed the same windows."""
+    model, tokenizer = load_zen_model()
+    target = cpu_target(tmp_path, buckets=((1, 8),))
+    run = target.prepare(model, model.config)
+    block = model.config.block_size
+    window = choose_window(target.capabilities, 30, block)
+    assert window == StaticWindow(1, 8)
+    prompt = tokenizer.encode("Beautiful is")
+    got = greedy_decode(lambda idx: run(idx)[0], prompt, 18, block, window)
+    with torch.no_grad():
+        want = greedy_decode(lambda idx: model(idx, full_logits=True)[0], prompt, 18, block, window)
+    assert got == want and target.stats.per_bucket == {"1x8": {"hit": 0, "miss": 1, "rebuilt": 0}}
+
+
 def parity_in_session(target: StaticShapeTarget, report_dir: Path, case: str = "no-bias") -> dict:
     """Judge one named case's logits in a fresh session, as a pytest run does; return its record."""
     registry = TargetRegistry()
@@ -223,7 +242,8 @@ class TestArtifactCache:
             logits = target.prepare(model, model.config)(idx)[0]
         assert torch.equal(logits, expected)
         assert target.stats.per_bucket == {"4x8": {"hit": 0, "miss": 0, "rebuilt": 1}}
-        assert re.search(reason, target.stats.last.reason)
+        recorded = target.environment()["cache"]  # what every record of this target carries
+        assert recorded["last"]["status"] == "rebuilt" and re.search(reason, recorded["last"]["reason"])
         again = cpu_target(cache, CountingCompiler(allowed=False))
         assert torch.equal(again.prepare(model, model.config)(idx)[0], expected)  # the rebuilt artifact is good
         assert again.stats.per_bucket["4x8"]["hit"] == 1
