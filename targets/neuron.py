@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from harness.api import Availability, Capabilities, Requirements, Target
 from harness.policies import Gate, TolerancePolicy, get_policy, register_policy
 from harness.probes import AVAILABLE, probe_neuron_device, probe_package
-from reference.model import GPT
+from reference.model import GPT, check_inputs
 from targets.static_shapes import (
     JIT_DEPRECATION,
     ArtifactCache,
@@ -88,10 +88,10 @@ class NeuronStep(torch.nn.Module):
     It runs the model's own modules (same weights) but not ``GPT.forward``, which validates
     token values with ``int(idx.min())``: under ``torch_neuronx.trace`` the model runs on an XLA
     device, not under ``torch.jit.trace``, so ``reference.model._is_tracing`` cannot skip that
-    check and it would force a device round trip mid-capture. The harness validates inputs on
-    the host before every call instead (``harness.conformance.run_checked``). The positions are a
-    buffer of the bucket's length, so the graph has no data-dependent shape and no Python
-    control flow on tensor values. The loss is computed on the host from real positions only.
+    check and it would force a device round trip mid-capture. ``BucketedRunner`` validates inputs
+    on the host before every call instead. The positions are a buffer of the bucket's length, so
+    the graph has no data-dependent shape and no Python control flow on tensor values. The loss
+    is computed on the host from real positions only.
     """
 
     def __init__(self, model: GPT, seq_len: int):
@@ -114,10 +114,10 @@ class StepTraceError(RuntimeError):
     """Tracing the step raised a TracerWarning from our own code: the graph may have frozen a value."""
 
 
-OWN_CODE = tuple(str(Path(__file__).resolve().parent.parent / d) for d in ("reference", "targets", "harness"))
+OWN_CODE = tuple(f"{Path(__file__).resolve().parent.parent / d}{os.sep}" for d in ("reference", "targets", "harness"))
 
 
-def trace_checked(compiler: Compiler, step: NeuronStep, example: torch.Tensor, workdir: Path
+def trace_checked(compiler: Compiler, step: torch.nn.Module, example: torch.Tensor, workdir: Path
                   ) -> tuple[torch.jit.ScriptModule, list[str]]:
     """Compile ``step`` and vet the warnings: a TracerWarning raised from the model's or our code
     is an error (a value frozen into the graph); others, including the compiler's own
@@ -272,23 +272,34 @@ class BucketedRunner:
 
     @torch.no_grad()
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        # Token values are checked here, on the host: the compiled graph does not check them
+        # (an out-of-range id in an XLA gather is clamped, not an error).
+        check_inputs(self.model.config, idx, targets)
         batch, seq_len = idx.shape
         bucket = select_bucket(self.target.buckets, batch, seq_len, self.model.config.block_size)
-        out = self.graph(bucket)(pad_to_bucket(idx, bucket, PAD_ID))
+        out = self.graph(bucket)(self.pad(idx, bucket))
         expected = (*bucket, self.model.config.vocab_size)
         if tuple(out.shape) != expected:
             raise RuntimeError(f"{self.target.name}: graph for bucket {format_bucket(bucket)} returned shape "
                                f"{tuple(out.shape)}, expected {expected}")
-        logits = out[:batch, :seq_len].contiguous()
-        loss = None
-        if targets is not None:
-            # The reference's loss, over real positions only (padding was cut away above).
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        logits = self.real_positions(out, batch, seq_len)
+        return logits, None if targets is None else self.loss(logits, targets, out)
+
+    def pad(self, idx: torch.Tensor, bucket: Bucket) -> torch.Tensor:
+        return pad_to_bucket(idx, bucket, PAD_ID)
+
+    def real_positions(self, out: torch.Tensor, batch: int, seq_len: int) -> torch.Tensor:
+        return out[:batch, :seq_len].contiguous()
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, padded_out: torch.Tensor) -> torch.Tensor:
+        """The reference's loss (float32 mean, -1 ignored) over the real positions only."""
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
 
 
 class StaticShapeTarget(Target):
     """A target compiled per shape bucket through a ``Compiler``, cached on disk."""
+
+    runner = BucketedRunner
 
     def __init__(self, name: str, precision: str, description: str, compiler: Compiler, device: str,
                  buckets: tuple[Bucket, ...] | None = None, cache_dir: Path | None = None,
@@ -313,7 +324,7 @@ class StaticShapeTarget(Target):
 
     def prepare(self, model, config):
         self.compiler.check_environment()
-        return BucketedRunner(self, model)
+        return self.runner(self, model)
 
     def key_fields(self, model: GPT, weights: str, bucket: Bucket) -> dict[str, Any]:
         return {"format": STEP_VERSION, "step": "NeuronStep", "compiler": self.compiler.name,

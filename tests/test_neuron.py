@@ -8,6 +8,7 @@ for the Neuron compiler seam. Logits, loss and greedy parity of ``torchscript-tr
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.api import TargetRegistry
+from harness.conformance import Truth, parity_verdicts
 from harness.decode import StaticWindow, choose_window, greedy_decode
 from harness.probes import probe_package
 from harness.records import RecordWriter, read_records
@@ -48,6 +50,7 @@ from targets.static_shapes import (
     parse_buckets,
     select_bucket,
 )
+from tests.planted_neuron import planted_targets
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = GPTConfig(block_size=16, vocab_size=11, n_layer=1, n_head=2, n_embd=8)
@@ -195,16 +198,49 @@ def test_greedy_decode_crops_from_the_left_once_the_bucket_is_full(tmp_path):
     assert got == want and target.stats.per_bucket == {"1x8": {"hit": 0, "miss": 1, "rebuilt": 0}}
 
 
-def parity_in_session(target: StaticShapeTarget, report_dir: Path, case: str = "no-bias") -> dict:
-    """Judge one named case's logits in a fresh session, as a pytest run does; return its record."""
+def judge_in_session(target: StaticShapeTarget, report_dir: Path, case: str, check: str = "logits"):
+    """Judge one named case in a fresh session, as a pytest run does: (verdict, its record)."""
     registry = TargetRegistry()
     registry.register(target)
     session = ConformanceSession(registry, RecordWriter(report_dir / "records.jsonl", "test"),
                                  Options(report_dir=report_dir))
-    verdict = session.check_named_parity(target, named_case(case), "logits")
+    verdict = session.check_named_parity(target, named_case(case), check)
+    return verdict, read_records([report_dir / "records.jsonl"])[-1]
+
+
+def parity_in_session(target: StaticShapeTarget, report_dir: Path, case: str = "no-bias") -> dict:
+    verdict, record = judge_in_session(target, report_dir, case)
     assert verdict.passed, verdict.explain()
-    (record,) = read_records([report_dir / "records.jsonl"])
     return record
+
+
+@pytest.mark.cpu
+@pytest.mark.parametrize("name, check", [("planted-left-padding", "logits"), ("planted-loss-over-pads", "loss")])
+def test_planted_padding_bugs_fail_where_inputs_are_padded(tmp_path, name, check):
+    """``one-token`` (8x1) is padded to 8x32 and must fail; ``seed`` fills its 64x32 bucket
+    exactly, so the same target passes there: the failure is the padding bug, nothing else."""
+    (target,) = [t for t in planted_targets(cache_dir=tmp_path / "cache") if t.name == name]
+    padded, _ = judge_in_session(target, tmp_path / "padded", "one-token", check)
+    assert padded.status == "fail", padded.explain()
+    exact, _ = judge_in_session(target, tmp_path / "exact", "seed", check)
+    assert exact.passed, exact.explain()
+
+
+@pytest.mark.cpu
+def test_planted_cache_key_without_weights_is_caught(tmp_path):
+    """Two models, one config, one bucket: with the weights left out of the key the second model
+    silently runs the first one's graph, and the parity verdict fails; the real key passes."""
+    (planted,) = [t for t in planted_targets(cache_dir=tmp_path) if t.name == "planted-weightless-cache-key"]
+    first, second = tiny_model(0), tiny_model(1)
+    idx = torch.randint(0, TINY.vocab_size, (4, 8))
+    with torch.no_grad():
+        truth = Truth(copy.deepcopy(second).double()(idx, full_logits=True)[0], None,
+                      second(idx, full_logits=True)[0], None)
+    for target, should_pass in ((planted, False), (cpu_target(tmp_path), True)):
+        target.prepare(first, first.config)(idx)
+        logits, _ = target.prepare(second, second.config)(idx)
+        verdict, _ = parity_verdicts(target, truth, logits, None)
+        assert verdict.passed is should_pass, (target.name, verdict.explain())
 
 
 @pytest.mark.cpu
