@@ -206,14 +206,19 @@ class ArtifactCache:
         return artifact
 
     def prune(self, keep: Path) -> None:
-        artifacts = sorted(self.directory.glob("*.pt"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in artifacts)
-        for path in artifacts:
+        stats = {}
+        for path in self.directory.glob("*.pt"):
+            try:
+                stats[path] = path.stat()
+            except FileNotFoundError:  # another worker pruned it meanwhile
+                continue
+        total = sum(st.st_size for st in stats.values())
+        for path in sorted(stats, key=lambda p: stats[p].st_mtime):
             if total <= self.max_bytes:
                 break
             if path == keep:
                 continue
-            total -= path.stat().st_size
+            total -= stats[path].st_size
             path.unlink(missing_ok=True)
             path.with_suffix(".json").unlink(missing_ok=True)
 
