@@ -9,7 +9,7 @@ from reference.goldens import GOLDEN_DIR
 from tests.runner import run_pytest, statuses
 
 
-@pytest.mark.parametrize("tier, reason", [("gpu", "no CUDA device"), ("trn1", "needs device 'neuron'")])
+@pytest.mark.parametrize("tier, reason", [("gpu", "no CUDA device"), ("trn1", "no Neuron device")])
 def test_hardware_tier_without_hardware_skips_with_reason_and_exits_0(tmp_path, tier, reason):
     proc, _ = run_pytest("-m", tier, "-rs", report_dir=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
