@@ -32,6 +32,7 @@ from harness.api import Target
 from harness.conformance import Truth, parity_verdicts
 from harness.peak_flops import parse_peak_option, peak_for
 from harness.policies import Verdict
+from harness.precision import low_precision_of, output_arithmetic_verdict
 from harness.session import ConformanceSession
 from harness.timing import TimingSummary, mfu, ratio_vs_baseline, summarize, time_rounds
 from reference.goldens import reference_outputs
@@ -143,14 +144,18 @@ class LatencyRun:
         pytest.skip(reason)
 
     def first_result(self, model: GPT, idx: torch.Tensor, seed: Any) -> dict[str, Any]:
-        """Prepare, call once (checked), and judge that output against fp64; fails on a wrong answer."""
+        """Prepare, call once (checked), and judge that output (against fp64, or for a low-precision
+        target against the reference with its own weights in its dtype); fails on a wrong answer."""
         prepared = self.conformance.prepare(self.target, model, self.case_id)
         prepared_before = prepared.uses > 1
         logits, _, first_call_s = self.conformance.run(self.target, model, idx, None, self.case_id, seed=seed,
                                                        check=self.check)
-        with torch.no_grad():
-            logits64, _, logits32, _ = reference_outputs(model, idx, None)
-        verdict, _ = parity_verdicts(self.target, Truth(logits64, None, logits32, None), logits, None)
+        if low_precision_of(self.target) is not None:
+            verdict = output_arithmetic_verdict(self.target, prepared.runnable, model, idx, logits)
+        else:
+            with torch.no_grad():
+                logits64, _, logits32, _ = reference_outputs(model, idx, None)
+            verdict, _ = parity_verdicts(self.target, Truth(logits64, None, logits32, None), logits, None)
         self.verdict = verdict
         if not verdict.passed:
             self.conformance.record(self.target, self.case_id, self.check, verdict, model.config, tuple(idx.shape),
