@@ -19,13 +19,11 @@ from harness.properties import ExampleChecker, PinnedDraws, check_drawn, invocat
 from harness.strategies import named_example
 from reference.cases import NAMED_CASES
 
-PLUGINS = invocation_plugins()
-
 
 @property_settings()
 @given(data=st.data())
-def test_properties(target, conformance, data):
-    check_drawn(conformance, target, data, PLUGINS)
+def test_properties(target, conformance, pytestconfig, data):
+    check_drawn(conformance, target, data, invocation_plugins(pytestconfig.invocation_params.args))
 
 
 def pin_named_cases(test):
@@ -38,8 +36,8 @@ def pin_named_cases(test):
 @settings(phases=[Phase.explicit])
 @pin_named_cases
 @given(data=st.data())
-def test_named_properties(target, conformance, data):
-    check_drawn(conformance, target, data, PLUGINS)
+def test_named_properties(target, conformance, pytestconfig, data):
+    check_drawn(conformance, target, data, invocation_plugins(pytestconfig.invocation_params.args))
 
 
 @pytest.mark.repro
@@ -47,4 +45,4 @@ def test_property_repro(target, conformance, pytestconfig):
     name, model_case, inp = load_example(pytestconfig.getoption("repro"))
     if name != target.name:
         pytest.skip(f"the --repro example is for target {name!r}")
-    ExampleChecker(conformance, target, model_case, PLUGINS).check(inp)
+    ExampleChecker(conformance, target, model_case, invocation_plugins(pytestconfig.invocation_params.args)).check(inp)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,10 +115,12 @@ def describe(example: dict) -> str:
 def is_final_run() -> bool:
     """True while Hypothesis replays the shrunk failing example (or outside Hypothesis): failures
     are recorded only then, so a shrink does not leave hundreds of records of the same bug."""
+    from hypothesis.control import current_build_context
+    from hypothesis.errors import InvalidArgument
+
     try:
-        from hypothesis.control import current_build_context
         return bool(getattr(current_build_context(), "is_final", True))
-    except Exception:  # outside a Hypothesis run (the repro test): every run is final
+    except InvalidArgument:  # no Hypothesis run (the repro test): every run is final
         return True
 
 
@@ -220,9 +221,9 @@ class ExampleChecker:
                             self.model_case.seed, extra=extra, **kwargs)
 
 
-def invocation_plugins(args: tuple[str, ...] | list[str] | None = None) -> tuple[str, ...]:
-    """The ``-p`` plugins of this pytest invocation (test-only targets), for repro commands."""
-    args = list(sys.argv[1:] if args is None else args)
+def invocation_plugins(args: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The ``-p`` plugins among a pytest invocation's ``args`` (test-only targets), for repro commands."""
+    args = list(args)
     plugins = []
     for i, arg in enumerate(args):
         if arg == "-p" and i + 1 < len(args):

@@ -38,19 +38,23 @@ def search_failures(session, target, hypothesis_settings, seed=None) -> list[Bas
     """The failures a search raises (Hypothesis groups distinct ones); [] when it passes."""
     try:
         run_search(session, target, hypothesis_settings, seed=seed)
-    except BaseException as exc:  # a group of failures is a BaseExceptionGroup
-        return list(getattr(exc, "exceptions", [exc]))
+    except PropertyFailure as exc:
+        return [exc]
+    except Exception as exc:
+        if not hasattr(exc, "exceptions"):  # not an ExceptionGroup of distinct failures
+            raise
+        return list(exc.exceptions)
     return []
 
 
 # The smallest example showing each bug: n_layer 1, batch 1, vocabulary 2, and what the bug needs.
 # Shrinking reaches exactly these (measured); the bounds leave a little room for Hypothesis versions.
 PLANTED = [
-    pytest.param(HeadsReversed(), dict(n_layer=1, n_head=2, batch=1, seq_len=2, vocab_size=4),
+    pytest.param(HeadsReversed(), {"n_layer": 1, "n_head": 2, "batch": 1, "seq_len": 2, "vocab_size": 4},
                  lambda size, inp: size["n_head"] == 2, id="heads-reversed"),
-    pytest.param(PositionsWrapAt8(), dict(n_layer=1, n_head=2, batch=1, seq_len=9, vocab_size=4),
+    pytest.param(PositionsWrapAt8(), {"n_layer": 1, "n_head": 2, "batch": 1, "seq_len": 9, "vocab_size": 4},
                  lambda size, inp: size["seq_len"] == 9, id="positions-wrap-at-8"),
-    pytest.param(LastTokenEmbedding(), dict(n_layer=1, n_head=2, batch=1, seq_len=2, vocab_size=4),
+    pytest.param(LastTokenEmbedding(), {"n_layer": 1, "n_head": 2, "batch": 1, "seq_len": 2, "vocab_size": 4},
                  lambda size, inp: any(size["vocab_size"] - 1 in row for row in inp.idx), id="last-token-embedding"),
 ]
 
@@ -87,7 +91,7 @@ def test_no_false_alarm_on_correct_targets(name, session):
 def run_pytest(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          check=False, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
