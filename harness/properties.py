@@ -266,11 +266,12 @@ class PinnedDraws:
     so a pinned example runs through exactly the code the generated ones do."""
 
     def __init__(self, model_case: ModelCase, inp: InputCase, name: str = ""):
-        self._values = [model_case, 1, inp]
+        # Keyed by check_drawn's draw labels, not consumed: one example object serves every target.
+        self._values = {"model": model_case, "number of inputs": 1, "input 0": inp}
         self.name = name
 
     def draw(self, strategy: Any, label: str | None = None) -> Any:
-        return self._values.pop(0)
+        return self._values[label]
 
     def __repr__(self) -> str:
         return f"PinnedDraws({self.name})"
