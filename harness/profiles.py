@@ -18,7 +18,8 @@ settings.load_profile("dev")
 
 # Property tests (cases/test_properties.py) build and prepare a new model in every example (an
 # export, a compile: seconds on a backend) and check several inputs on it, so they run fewer
-# examples than cheap tests. dev: 2 models per target keeps them to seconds in `pytest -m cpu`.
+# examples than cheap tests. dev: 2 models per target (Hypothesis's first is the minimal model, the
+# second random), measured 6-18 s per export target on a loaded 2-core machine.
 PROPERTY_EXAMPLES = {"dev": 2, "ci": 8, "nightly": 100}
 
 
