@@ -169,9 +169,9 @@ class ExampleChecker:
             # The batch's own tokens serve as its targets: always valid ids, and with targets every
             # run of an example uses one exported program (export caches one per config and arity).
             partner, _ = self.run(inp.tensor("batch"), inp.tensor("batch"), example)
-            r, br = inp.row, inp.batch_row
+            r = inp.row
             verdicts.append(("batch-independence", self.invariant(
-                "batch-independence", partner[br:br + 1], logits[r:r + 1], logits64[r:r + 1], logits32[r:r + 1]), ""))
+                "batch-independence", partner[r:r + 1], logits[r:r + 1], logits64[r:r + 1], logits32[r:r + 1]), ""))
         else:
             verdicts.append(("batch-independence", None, "the target accepts no batch of 2 at this seq_len"))
 

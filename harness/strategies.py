@@ -76,8 +76,8 @@ class InputCase:
     - ``idx``/``targets``: the input ``[B, T]`` (targets may hold -1, ignored by the loss).
     - ``cut``/``future``: causality replaces every token after position ``cut`` by ``future``
       (each one different from the token it replaces); None when T == 1.
-    - ``row``/``batch``/``batch_row``: batch independence runs ``batch``, whose row ``batch_row``
-      is ``idx[row]`` and whose other rows are fresh; None when the target accepts no batch of 2.
+    - ``row``/``batch``: batch independence runs ``batch``, whose row ``row`` is ``idx[row]`` and
+      whose other rows are fresh (two rows when idx has one); None when the target accepts no such batch.
     - ``prefix``: prefix consistency runs ``idx[:, :prefix]``; None when T == 1.
     """
 
@@ -87,7 +87,6 @@ class InputCase:
     future: tuple[tuple[int, ...], ...] | None = None
     row: int | None = None
     batch: tuple[tuple[int, ...], ...] | None = None
-    batch_row: int | None = None
     prefix: int | None = None
 
     @property
@@ -112,7 +111,7 @@ class InputCase:
 
         return cls(idx=rows(data["idx"]), targets=rows(data["targets"]), cut=data.get("cut"),
                    future=rows(data.get("future")), row=data.get("row"), batch=rows(data.get("batch")),
-                   batch_row=data.get("batch_row"), prefix=data.get("prefix"))
+                   prefix=data.get("prefix"))
 
 
 # --- models ------------------------------------------------------------------------------
@@ -244,10 +243,9 @@ def input_cases(draw, config: GPTConfig, capabilities: Capabilities | None = Non
     partner_batch = max(batch, 2)
     if caps.accepts(partner_batch, seq_len) and partner_batch * seq_len <= budget:
         row = draw(st.integers(0, batch - 1))
-        batch_row = min(row, partner_batch - 1)
         others = _seeded(draw, vocab, (partner_batch, seq_len))
-        others[batch_row] = idx[row]
-        fields.update(row=row, batch=_rows(others), batch_row=batch_row)
+        others[row] = idx[row]
+        fields.update(row=row, batch=_rows(others))
     return InputCase(idx=_rows(idx), targets=_rows(targets), **fields)
 
 
@@ -268,9 +266,8 @@ def named_example(spec: CaseSpec) -> tuple[ModelCase, InputCase]:
         fields.update(cut=cut, future=_rows((idx[:, cut + 1:] + shift) % vocab), prefix=max(1, seq_len // 2))
     partner_batch = max(batch, 2)
     others = torch.randint(0, vocab, (partner_batch, seq_len), generator=generator)
-    batch_row = min(batch - 1, partner_batch - 1)
-    others[batch_row] = idx[batch - 1]
-    fields.update(row=batch - 1, batch=_rows(others), batch_row=batch_row)
+    others[batch - 1] = idx[batch - 1]
+    fields.update(row=batch - 1, batch=_rows(others))
     return ModelCase(spec.config, spec.seed, NANOGPT_STD), InputCase(_rows(idx), _rows(targets), **fields)
 
 

@@ -32,7 +32,7 @@ def test_inputs_respect_capabilities(caps, data):
     assert batch * seq_len * case.config.vocab_size <= max(MAX_LOGITS, case.config.vocab_size)
     assert all(0 <= t < case.config.vocab_size for row in inp.idx for t in row)
     if inp.batch is not None:
-        assert caps.accepts(len(inp.batch), seq_len) and inp.batch[inp.batch_row] == inp.idx[inp.row]
+        assert caps.accepts(len(inp.batch), seq_len) and inp.batch[inp.row] == inp.idx[inp.row]
     if inp.cut is not None:
         changed = inp.causal_variant()
         assert torch.equal(changed[:, :inp.cut + 1], inp.tensor("idx")[:, :inp.cut + 1])
