@@ -55,6 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gpt2-dir", default=os.environ.get(GPT2_DIR_ENV), metavar="PATH",
                     help=f"local Hugging Face GPT-2 directory (config.json + model.safetensors) for the GPT-2 "
                          f"greedy cases; default ${GPT2_DIR_ENV}; without it they skip")
+    group.addoption("--repro", default=None, metavar="JSON|@FILE",
+                    help="replay one property example (the JSON a failing property test prints, or @FILE "
+                         "holding it) in the tests marked repro; without it those tests are deselected")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -135,6 +138,11 @@ def target_registry():
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("repro") is None:
+        replays = [item for item in items if item.get_closest_marker("repro")]
+        if replays:
+            config.hook.pytest_deselected(items=replays)
+            items[:] = [item for item in items if not item.get_closest_marker("repro")]
     if config.getoption("list_targets"):
         lines = ["registered targets:"]
         for target in selected_targets(config):

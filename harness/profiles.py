@@ -15,3 +15,17 @@ settings.register_profile("dev", max_examples=10, **COMMON)
 settings.register_profile("ci", max_examples=25, derandomize=True, database=None, print_blob=True, **COMMON)
 settings.register_profile("nightly", max_examples=300, print_blob=True, **COMMON)
 settings.load_profile("dev")
+
+# Property tests (cases/test_properties.py) build and prepare a new model in every example (an
+# export, a compile: seconds on a backend) and check several inputs on it, so they run fewer
+# examples than cheap tests. dev: 2 models per target (Hypothesis's first is the minimal model, the
+# second random), measured 6-18 s per export target on a loaded 2-core machine.
+PROPERTY_EXAMPLES = {"dev": 2, "ci": 8, "nightly": 100}
+
+
+def property_settings(profile: str | None = None) -> settings:
+    """The settings of property tests under ``profile`` (default: the profile loaded now)."""
+    current = getattr(settings, "get_current_profile_name", None)
+    name = profile or (current() if current else None)
+    base = settings.get_profile(name) if name else settings.default
+    return settings(base, max_examples=PROPERTY_EXAMPLES.get(name, base.max_examples))

@@ -15,6 +15,7 @@ Variants, each its own target:
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 import warnings
@@ -53,6 +54,23 @@ class ExportedProgram:
 def parameters_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Parameters by name (tied weights once, as named_parameters dedups them), detached."""
     return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def with_spare_mask_row(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose causal-mask buffers (the manual attention path's) have one spare
+    row and column. torch.export specialises a slice that covers a whole dimension: slicing the
+    block_size mask to ``[:T, :T]`` adds the guard ``T != block_size``, which contradicts the
+    dynamic seq range, so the full-block length could not be exported (found by the property
+    search). With a spare row the slice is never whole; the first block_size rows are unchanged."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        mask = getattr(module, "bias", None)
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.dim() == 4:
+            n = mask.size(-1)
+            spare = torch.zeros(*mask.shape[:2], n + 1, n + 1, dtype=torch.bool)
+            spare[..., :n, :n] = mask
+            module.bias = spare
+    return model
 
 
 def dynamic_shapes_for(config, params: dict[str, torch.Tensor], with_targets: bool):
@@ -124,7 +142,7 @@ class ExportTarget(Target):
             # Strict export warns that functional_call swaps module parameters: that is its job.
             warnings.filterwarnings("ignore", message=".*side effects happened.*")
             ep = torch.export.export(
-                FunctionalGPT(model),
+                FunctionalGPT(with_spare_mask_row(model)),
                 (params, *example_inputs(model.config, with_targets)),
                 dynamic_shapes=dynamic_shapes_for(model.config, params, with_targets),
                 strict=self.strict,

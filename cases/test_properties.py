@@ -1,0 +1,48 @@
+"""Property-based conformance: Hypothesis draws models and inputs; every property is checked
+on every target (parity with the fp64 oracle, causality, batch independence, prefix
+consistency, loss consistency; see ``harness/properties.py`` for what each bound means).
+
+- ``test_properties`` searches: each example is one model (prepared once) and up to three
+  inputs. A failure is shrunk to a small example and printed with a one-line repro command.
+- ``test_named_properties`` pins every named case of ``reference/cases.py`` (except slow) as an
+  ``@example``, so it is always tried. They live in their own test because Hypothesis stops at a
+  failing explicit example without shrinking it: a bug they catch would hide the shrunk one.
+- ``test_property_repro`` replays one printed example alone (``--repro=<json>``).
+"""
+
+import pytest
+from hypothesis import Phase, example, given, settings
+from hypothesis import strategies as st
+
+from harness.profiles import property_settings
+from harness.properties import ExampleChecker, PinnedDraws, check_drawn, invocation_plugins, load_example
+from harness.strategies import named_example
+from reference.cases import NAMED_CASES
+
+
+@property_settings()
+@given(data=st.data())
+def test_properties(target, conformance, pytestconfig, data):
+    check_drawn(conformance, target, data, invocation_plugins(pytestconfig.invocation_params.args))
+
+
+def pin_named_cases(test):
+    for spec in NAMED_CASES:
+        if not spec.slow:
+            test = example(data=PinnedDraws(*named_example(spec), name=spec.name))(test)
+    return test
+
+
+@settings(phases=[Phase.explicit])
+@pin_named_cases
+@given(data=st.data())
+def test_named_properties(target, conformance, pytestconfig, data):
+    check_drawn(conformance, target, data, invocation_plugins(pytestconfig.invocation_params.args))
+
+
+@pytest.mark.repro
+def test_property_repro(target, conformance, pytestconfig):
+    name, model_case, inp = load_example(pytestconfig.getoption("repro"))
+    if name != target.name:
+        pytest.skip(f"the --repro example is for target {name!r}")
+    ExampleChecker(conformance, target, model_case, invocation_plugins(pytestconfig.invocation_params.args)).check(inp)

@@ -1,0 +1,300 @@
+"""Property checks on one (model, input) example: parity with the fp64 oracle, and invariants.
+
+Every check is judged under the target's own tolerance policy and recorded:
+
+- ``property-parity-logits`` / ``property-parity-loss``: the target against the fp64 truth,
+  exactly as the named cases are judged (``parity_verdicts``).
+- ``causality``: changing the tokens after position ``cut`` leaves the logits at positions
+  ``<= cut`` unchanged.
+- ``batch-independence``: a row's logits do not depend on the other rows of its batch.
+- ``prefix-consistency``: the logits of ``idx[:, :p]`` are the first ``p`` positions of the logits
+  of ``idx``.
+- ``loss-consistency``: the returned loss is the cross-entropy of the returned logits.
+
+**Bounds of the invariants.** The two runs an invariant compares are both the target's own, so
+the comparison is judged with the target's policy gates, run A taking the place of the truth and
+eager fp32's error against fp64 *on the same positions* as the baseline: two runs of a target
+may differ by no more than the target may differ from the truth. For the ``fp32`` policy that is
+``2 x eager fp32's error + 1.3e-6 x max|logit|``. A target that computes the same positions the
+same way (eager, export) is bitwise equal under causality and batch independence; prefix
+consistency changes T, so the GEMM shapes, and measured eager/export differences stay below
+this bound (see ``tests/test_property_search.py`` and the README for the measurements).
+Loss consistency uses the loss gates, with eager's own |fp32 loss - fp64 cross-entropy of its
+fp32 logits| as the baseline.
+
+A failing check raises a ``PropertyFailure`` subclass (one per property, so that Hypothesis
+shrinks each distinct failure on its own) whose message holds the example and a one-line
+command that replays it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from harness.api import Target
+from harness.conformance import Truth, cross_entropy, parity_verdicts
+from harness.metrics import logit_metrics, loss_metrics
+from harness.policies import Verdict, get_policy, judge_logits, judge_loss
+from harness.strategies import InputCase, ModelCase, build_model, input_cases, model_cases
+from reference.goldens import reference_outputs
+
+CASE_ID = "property"
+REPRO_TEST = "cases/test_properties.py::test_property_repro"
+
+
+class PropertyFailure(AssertionError):
+    check = "property"
+
+    def __init__(self, message: str, example: dict, verdict: Verdict | None = None):
+        super().__init__(message)
+        self.example = example
+        self.verdict = verdict
+
+
+class ParityFailure(PropertyFailure):
+    check = "property-parity"
+
+
+class CausalityFailure(PropertyFailure):
+    check = "causality"
+
+
+class BatchIndependenceFailure(PropertyFailure):
+    check = "batch-independence"
+
+
+class PrefixConsistencyFailure(PropertyFailure):
+    check = "prefix-consistency"
+
+
+class LossConsistencyFailure(PropertyFailure):
+    check = "loss-consistency"
+
+
+class TargetCrash(PropertyFailure):
+    check = "run"
+
+
+CHECKS = ("property-parity-logits", "property-parity-loss", "causality", "batch-independence",
+          "prefix-consistency", "loss-consistency")
+FAILURES = {cls.check: cls for cls in (CausalityFailure, BatchIndependenceFailure, PrefixConsistencyFailure,
+                                       LossConsistencyFailure)}
+FAILURES["property-parity-logits"] = FAILURES["property-parity-loss"] = ParityFailure
+
+
+def example_dict(target: Target, model_case: ModelCase, inp: InputCase) -> dict:
+    return {"target": target.name, "model": model_case.to_dict(), "input": inp.to_dict()}
+
+
+def repro_command(example: dict, plugins: tuple[str, ...] = ()) -> str:
+    """One shell line replaying ``example`` alone through ``test_property_repro``."""
+    parts = ["pytest", f"{REPRO_TEST}[{example['target']}]"]
+    for plugin in plugins:
+        parts += ["-p", plugin]
+    parts.append("--repro=" + json.dumps(example, separators=(",", ":")))
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def describe(example: dict) -> str:
+    model, inp = example["model"], example["input"]
+    cfg = model["config"]
+    batch, seq_len = len(inp["idx"]), len(inp["idx"][0])
+    return (f"config: n_layer={cfg['n_layer']} n_head={cfg['n_head']} n_embd={cfg['n_embd']} "
+            f"block_size={cfg['block_size']} vocab_size={cfg['vocab_size']} bias={cfg['bias']} gelu={cfg['gelu']} "
+            f"attn_impl={cfg['attn_impl']}\nweights: seed={model['seed']} std={model['weight_std']}\n"
+            f"input shape: ({batch}, {seq_len})  tokens: {inp['idx']}")
+
+
+def is_final_run() -> bool:
+    """True while Hypothesis replays the shrunk failing example (or outside Hypothesis): failures
+    are recorded only then, so a shrink does not leave hundreds of records of the same bug."""
+    from hypothesis.control import current_build_context
+    from hypothesis.errors import InvalidArgument
+
+    try:
+        return bool(getattr(current_build_context(), "is_final", True))
+    except InvalidArgument:  # no Hypothesis run (the repro test): every run is final
+        return True
+
+
+@dataclass
+class ExampleChecker:
+    """Runs and judges every property on the inputs of one model, recording each check."""
+
+    session: Any  # harness.session.ConformanceSession
+    target: Target
+    model_case: ModelCase
+    plugins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.model = build_model(self.model_case)
+        self.policy = get_policy(self.target.precision)
+
+    def check(self, inp: InputCase) -> None:
+        """Check every property on ``inp``; raise the first failure (in the order listed in the
+        module docstring) after all of them have been judged and recorded."""
+        example = example_dict(self.target, self.model_case, inp)
+        caps = self.target.capabilities
+        if not caps.accepts(*inp.shape):  # only a pinned example can be outside what the target declares
+            for check in CHECKS:
+                self.record(check, None, inp, example, status="skip",
+                            message=f"the target does not accept input shape {inp.shape}")
+            return
+        idx, targets = inp.tensor("idx"), inp.tensor("targets")
+        logits64, loss64, logits32, loss32 = reference_outputs(self.model, idx, targets)
+        truth = Truth(logits64, loss64, logits32, loss32)
+        logits, loss = self.run(idx, targets, example)
+        verdicts: list[tuple[str, Verdict | None, str]] = []
+        logits_verdict, loss_verdict = parity_verdicts(self.target, truth, logits, loss)
+        verdicts += [("property-parity-logits", logits_verdict, ""), ("property-parity-loss", loss_verdict, "")]
+
+        if inp.cut is not None:
+            keep = slice(0, inp.cut + 1)
+            changed, _ = self.run(inp.causal_variant(), targets, example)
+            verdicts.append(("causality", self.invariant("causality", changed[:, keep], logits[:, keep],
+                                                         logits64[:, keep], logits32[:, keep]), ""))
+        else:
+            verdicts.append(("causality", None, "vacuous at seq_len 1"))
+
+        if inp.batch is not None and caps.accepts(len(inp.batch), inp.shape[1]):
+            # The batch's own tokens serve as its targets: always valid ids, and with targets every
+            # run of an example uses one exported program (export caches one per config and arity).
+            partner, _ = self.run(inp.tensor("batch"), inp.tensor("batch"), example)
+            r = inp.row
+            verdicts.append(("batch-independence", self.invariant(
+                "batch-independence", partner[r:r + 1], logits[r:r + 1], logits64[r:r + 1], logits32[r:r + 1]), ""))
+        else:
+            verdicts.append(("batch-independence", None, "the target accepts no batch of 2 at this seq_len"))
+
+        if inp.prefix is not None:
+            p = inp.prefix
+            short, _ = self.run(idx[:, :p], targets[:, :p], example)
+            verdicts.append(("prefix-consistency", self.invariant(
+                "prefix-consistency", short, logits[:, :p], logits64[:, :p], logits32[:, :p]), ""))
+        else:
+            verdicts.append(("prefix-consistency", None, "vacuous at seq_len 1"))
+
+        if self.target.capabilities.returns_loss:
+            got = loss_metrics(loss, cross_entropy(logits, targets))
+            eager = loss_metrics(loss32, cross_entropy(logits32, targets))
+            verdicts.append(("loss-consistency", judge_loss(self.policy, got, eager, check="loss-consistency"), ""))
+        else:
+            verdicts.append(("loss-consistency", None, "the target returns no loss; the harness computes it"))
+
+        failures = [(check, v) for check, v, _ in verdicts if v is not None and not v.passed]
+        final = is_final_run()
+        for check, verdict, skip_reason in verdicts:
+            if verdict is None:
+                self.record(check, None, inp, example, status="skip", message=skip_reason)
+            elif verdict.passed or final:
+                self.record(check, verdict, inp, example)
+        if failures:
+            check, verdict = failures[0]
+            raise FAILURES[check](self.explain(check, verdict, example), example, verdict)
+
+    def invariant(self, check: str, got: torch.Tensor, expected: torch.Tensor, truth64: torch.Tensor,
+                  eager32: torch.Tensor) -> Verdict:
+        """Judge two of the target's own runs with its policy; eager's error there is the baseline."""
+        return judge_logits(self.policy, logit_metrics(got, expected), logit_metrics(eager32, truth64),
+                            float(truth64.abs().max()), check=check)
+
+    def run(self, idx: torch.Tensor, targets: torch.Tensor | None, example: dict):
+        try:
+            logits, loss, _ = self.session.run(self.target, self.model, idx, targets, CASE_ID,
+                                               seed=self.model_case.seed, check="property-run")
+        except pytest.fail.Exception as exc:
+            raise TargetCrash(f"{exc.msg}\n{self.context(example)}", example) from None
+        return logits, loss
+
+    def explain(self, check: str, verdict: Verdict, example: dict) -> str:
+        return f"{self.target.name} {check}: {verdict.explain()}\n{self.context(example)}"
+
+    def context(self, example: dict) -> str:
+        return f"{describe(example)}\nreproduce with:\n  {repro_command(example, self.plugins)}"
+
+    def record(self, check: str, verdict: Verdict | None, inp: InputCase, example: dict, **kwargs) -> None:
+        extra = {"weight_std": self.model_case.weight_std, "example": example}
+        if verdict is not None and not verdict.passed:
+            extra["repro"] = repro_command(example, self.plugins)
+        self.session.record(self.target, CASE_ID, check, verdict, self.model_case.config, inp.shape,
+                            self.model_case.seed, extra=extra, **kwargs)
+
+
+def invocation_plugins(args: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The ``-p`` plugins among a pytest invocation's ``args`` (test-only targets), for repro commands."""
+    args = list(args)
+    plugins = []
+    for i, arg in enumerate(args):
+        if arg == "-p" and i + 1 < len(args):
+            plugins.append(args[i + 1])
+        elif arg.startswith("-p") and len(arg) > 2:
+            plugins.append(arg[2:])
+    return tuple(p for p in plugins if not p.startswith("no:"))
+
+
+def load_example(text: str) -> tuple[str, ModelCase, InputCase]:
+    """Parse a ``--repro`` value: the JSON itself, or ``@path`` to a file holding it."""
+    if text.startswith("@"):
+        with open(text[1:]) as fh:
+            text = fh.read()
+    try:
+        data = json.loads(text)
+        return data["target"], ModelCase.from_dict(data["model"]), InputCase.from_dict(data["input"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"--repro: not a property example ({type(exc).__name__}: {exc}); expected the JSON "
+                         "a failing property test prints, or @FILE holding it") from exc
+
+
+# --- searching ---------------------------------------------------------------------------
+# Inputs checked on each drawn model: a model is prepared once (an export, a compile) and then
+# reused, so several inputs per model make each example's preparation cost count.
+INPUTS_PER_MODEL = 3
+
+
+def check_drawn(session: Any, target: Target, data: Any, plugins: tuple[str, ...] = ()) -> None:
+    """The body of a property example: draw a model, then up to INPUTS_PER_MODEL inputs for it,
+    and check every property on each. ``data`` is Hypothesis's ``st.data()`` or ``PinnedDraws``."""
+    model_case = data.draw(model_cases(target.capabilities), label="model")
+    checker = ExampleChecker(session, target, model_case, plugins)
+    for i in range(data.draw(st.integers(1, INPUTS_PER_MODEL), label="number of inputs")):
+        checker.check(data.draw(input_cases(model_case.config, target.capabilities), label=f"input {i}"))
+
+
+class PinnedDraws:
+    """Stands in for ``st.data()`` in an ``@example``: its draws return a fixed model and input,
+    so a pinned example runs through exactly the code the generated ones do."""
+
+    def __init__(self, model_case: ModelCase, inp: InputCase, name: str = ""):
+        # Keyed by check_drawn's draw labels, not consumed: one example object serves every target.
+        self._values = {"model": model_case, "number of inputs": 1, "input 0": inp}
+        self.name = name
+
+    def draw(self, strategy: Any, label: str | None = None) -> Any:
+        return self._values[label]
+
+    def __repr__(self) -> str:
+        return f"PinnedDraws({self.name})"
+
+
+def run_search(session: Any, target: Target, hypothesis_settings: settings, seed: int | None = None,
+               plugins: tuple[str, ...] = ()) -> None:
+    """Search ``target`` for a property failure outside pytest's parametrization (tests, benchmarks):
+    the same example body as ``cases/test_properties.py``, with explicit settings and seed."""
+
+    @hypothesis_settings
+    @given(data=st.data())
+    def search(data):
+        check_drawn(session, target, data, plugins)
+
+    if seed is not None:
+        search = hypothesis_seed(seed)(search)
+    search()

@@ -1,0 +1,88 @@
+"""The strategies give targets only what their capabilities accept, and examples round-trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.api import Capabilities
+from harness.properties import load_example, repro_command
+from harness.strategies import MAX_LOGITS, InputCase, ModelCase, build_model, input_cases, model_cases, named_example
+from reference.cases import NAMED_CASES, build_case
+
+CAPABILITIES = [
+    pytest.param(Capabilities(), id="dynamic"),
+    pytest.param(Capabilities(max_batch=1, max_seq_len=5), id="maxima"),
+    pytest.param(Capabilities(dynamic_shapes=False, static_shapes=((1, 4), (4, 16))), id="static"),
+]
+
+
+@pytest.mark.parametrize("caps", CAPABILITIES)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_inputs_respect_capabilities(caps, data):
+    case = data.draw(model_cases(caps))
+    inp = data.draw(input_cases(case.config, caps))
+    batch, seq_len = inp.shape
+    assert caps.accepts(batch, seq_len) and seq_len <= case.config.block_size, (caps, inp.shape)
+    assert batch * seq_len * case.config.vocab_size <= max(MAX_LOGITS, case.config.vocab_size)
+    assert all(0 <= t < case.config.vocab_size for row in inp.idx for t in row)
+    if inp.batch is not None:
+        assert caps.accepts(len(inp.batch), seq_len) and inp.batch[inp.row] == inp.idx[inp.row]
+    if inp.cut is not None:
+        changed = inp.causal_variant()
+        assert torch.equal(changed[:, :inp.cut + 1], inp.tensor("idx")[:, :inp.cut + 1])
+        assert bool((changed[:, inp.cut + 1:] != inp.tensor("idx")[:, inp.cut + 1:]).all())
+
+
+def test_static_target_never_gets_a_block_beyond_its_buckets():
+    caps = Capabilities(dynamic_shapes=False, static_shapes=((2, 8),))
+
+    @settings(max_examples=30)
+    @given(model_cases(caps))
+    def check(case):
+        assert case.config.block_size <= 8
+
+    check()
+
+
+@pytest.mark.parametrize("spec", [s for s in NAMED_CASES if not s.slow], ids=lambda s: s.name)
+def test_pinned_named_case_is_the_golden_case(spec):
+    model_case, inp = named_example(spec)
+    model, idx, targets = build_case(spec)
+    assert torch.equal(inp.tensor("idx"), idx) and torch.equal(inp.tensor("targets"), targets)
+    built = build_model(model_case).state_dict()
+    assert all(torch.equal(built[k], v) for k, v in model.state_dict().items())
+
+
+def test_example_round_trips_through_the_repro_json():
+    model_case, inp = named_example(NAMED_CASES[3])
+    example = {"target": "eager", "model": model_case.to_dict(), "input": inp.to_dict()}
+    command = repro_command(example)
+    text = command.split("--repro=", 1)[1].strip("'")
+    assert load_example(text) == ("eager", model_case, inp)
+    assert ModelCase.from_dict(json.loads(text)["model"]) == model_case
+
+
+def test_bad_repro_names_the_problem():
+    with pytest.raises(ValueError, match="not a property example"):
+        load_example('{"model": {}}')
+    with pytest.raises(ValueError, match="not a property example"):
+        load_example("not json")
+
+
+def test_larger_weight_std_gives_peaked_logits():
+    small = ModelCase(NAMED_CASES[0].config, seed=7, weight_std=0.02)
+    large = ModelCase(NAMED_CASES[0].config, seed=7, weight_std=1.0)
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    with torch.no_grad():
+        spread = [float(build_model(c)(idx, full_logits=True)[0].std()) for c in (small, large)]
+    assert spread[1] > 20 * spread[0], spread
+
+
+def test_input_case_shape():
+    assert InputCase(idx=((1, 2, 3),), targets=((1, 2, 3),)).shape == (1, 3)
