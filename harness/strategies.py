@@ -164,7 +164,7 @@ def build_model(case: ModelCase) -> GPT:
     if case.weight_std != NANOGPT_STD:
         generator = torch.Generator().manual_seed(case.seed)
         with torch.no_grad():
-            for name, param in model.named_parameters():
+            for param in model.parameters():
                 if param.dim() >= 2:
                     param.mul_(case.weight_std / NANOGPT_STD)
                 else:
