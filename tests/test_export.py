@@ -56,6 +56,16 @@ def test_a_program_that_ignores_its_parameters_is_reported():
         return model(idx, full_logits=True)
 
     with pytest.raises(ExportedProgramIgnoresParameters, match="ignores its parameter inputs"):
-        check_depends_on_parameters(baked, params, (idx,), "export-strict")
+        check_depends_on_parameters(baked, model, params, (idx,), "export-strict")
     check_depends_on_parameters(lambda p, i: torch.func.functional_call(model, p, (i,), {"full_logits": True}),
-                                params, (idx,), "export")
+                                model, params, (idx,), "export")
+
+
+def test_a_model_whose_output_ignores_its_weights_is_not_a_false_alarm():
+    """n_embd=1: LayerNorm of one element is 0, so logits do not depend on the weights at all
+    (found by the property search, which a doubled-weights check flagged wrongly)."""
+    config = GPTConfig(block_size=4, vocab_size=2, n_layer=1, n_head=1, n_embd=1, bias=False)
+    model = GPT(config).eval()
+    run = registry.get("export").prepare(model, config)
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    torch.testing.assert_close(run(idx)[0], model(idx, full_logits=True)[0], rtol=0, atol=0)
