@@ -153,6 +153,8 @@ class CausalSelfAttention(nn.Module):
         self.n_embd = config.n_embd
         self.dropout = config.dropout
         self.attn_impl = config.attn_impl
+        # A Python float from the config, not from x.size(): tracers see sizes as values.
+        self.scale = 1.0 / math.sqrt(config.n_embd // config.n_head)
         # The manual path's mask, as in nanoGPT; a buffer so it follows .double() and .to().
         mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
         self.register_buffer("bias", mask.view(1, 1, config.block_size, config.block_size), persistent=False)
@@ -169,7 +171,7 @@ class CausalSelfAttention(nn.Module):
                 q, k, v, attn_mask=None, dropout_p=self.dropout if self.training else 0.0, is_causal=True
             )
         else:
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
+            att = (q @ k.transpose(-2, -1)) * self.scale
             att = att.masked_fill(~self.bias[:, :, :T, :T], float("-inf"))
             att = F.softmax(att, dim=-1)
             att = self.attn_dropout(att)
