@@ -15,8 +15,6 @@ from harness.conformance import run_checked
 from reference.cases import build_case, named_case
 from targets import inductor as inductor_module
 
-pytestmark = pytest.mark.cpu
-
 SHAPES = [(4, 8), (3, 5), (2, 32), (5, 17)]  # no dimension of size 1: dynamo specialises those
 
 

@@ -17,7 +17,6 @@ from reference.checkpoint import from_pretrained
 from reference.model import GPT
 from targets.hf import HF_ACTIVATION, to_hf_model
 
-pytestmark = pytest.mark.cpu
 pytest.importorskip("transformers", reason="hf-gpt2 needs the transformers package")
 
 # Two float64 implementations of the same function differ by rounding only: measured max |diff|

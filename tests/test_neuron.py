@@ -78,7 +78,6 @@ class CountingCompiler(JitTraceCompiler):
         return super().trace(step, example, workdir)
 
 
-@pytest.mark.cpu
 class TestStep:
     @pytest.mark.parametrize("config", [
         TINY,
@@ -119,7 +118,6 @@ class TestStep:
             NeuronStep(tiny_model(), 32)
 
 
-@pytest.mark.cpu
 class TestBuckets:
     BUCKETS = ((1, 32), (8, 32), (64, 32), (1, 128), (2, 128))
 
@@ -179,7 +177,6 @@ class TestBuckets:
             run(torch.full((1, 8), 11))
 
 
-@pytest.mark.cpu
 def test_greedy_decode_crops_from_the_left_once_the_bucket_is_full(tmp_path):
     """Zen greedy through one 1x8 bucket: 30 tokens fed, so the window is cropped from the left;
     the compiled graph must pick the same tokens as the eager model fed the same windows."""
@@ -212,7 +209,6 @@ def parity_in_session(target: StaticShapeTarget, report_dir: Path, case: str = "
     return record
 
 
-@pytest.mark.cpu
 @pytest.mark.parametrize("name, check", [("planted-left-padding", "logits"), ("planted-loss-over-pads", "loss")])
 def test_planted_padding_bugs_fail_where_inputs_are_padded(tmp_path, name, check):
     """``one-token`` (8x1) is padded to 8x32 and must fail; ``seed`` fills its 64x32 bucket
@@ -224,7 +220,6 @@ def test_planted_padding_bugs_fail_where_inputs_are_padded(tmp_path, name, check
     assert exact.passed, exact.explain()
 
 
-@pytest.mark.cpu
 def test_planted_cache_key_without_weights_is_caught(tmp_path):
     """Two models, one config, one bucket: with the weights left out of the key the second model
     silently runs the first one's graph, and the parity verdict fails; the real key passes."""
@@ -241,7 +236,6 @@ def test_planted_cache_key_without_weights_is_caught(tmp_path):
         assert verdict.passed is should_pass, (target.name, verdict.explain())
 
 
-@pytest.mark.cpu
 class TestArtifactCache:
     def test_second_run_loads_without_recompiling_and_the_record_says_so(self, tmp_path):
         cache = tmp_path / "cache"
@@ -319,7 +313,6 @@ def fake_torch_neuronx(calls: list) -> types.ModuleType:
     return module
 
 
-@pytest.mark.cpu
 class TestNeuronSeam:
     @pytest.mark.parametrize("name, args", [
         ("neuron", ["--auto-cast", "none"]),
@@ -392,7 +385,6 @@ def placeholder_path(tmp_path) -> Path:
     return package.parent
 
 
-@pytest.mark.cpu
 def test_probe_names_the_placeholder_and_the_missing_device(monkeypatch, placeholder_path):
     monkeypatch.syspath_prepend(str(placeholder_path))
     monkeypatch.setenv(neuron.VISIBLE_CORES_ENV, "0")  # keeps os.environ as it was under xdist too

@@ -21,8 +21,6 @@ import pytest
 from harness import api
 from harness.api import Target, TargetRegistry, TolerancePolicy, get_policy, register_policy
 
-pytestmark = pytest.mark.cpu
-
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "gpt-conformance-example-target"
 # The nanoGPT named cases that need no GPT-2-sized model: 5 cases x (logits, loss). The example

@@ -18,7 +18,6 @@ from harness.records import RecordWriter, read_records
 from harness.report import anchor, build_matrix, render, trend, write_report
 from tests.report_records import histogram, record, write_jsonl
 
-pytestmark = pytest.mark.cpu
 REPO = Path(__file__).resolve().parent.parent
 
 

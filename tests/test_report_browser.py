@@ -17,8 +17,7 @@ from tests.report_records import histogram, record
 from tests.test_report import hostile_record
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [pytest.mark.cpu,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)")]
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--enable-logging=stderr", "--v=1", "--window-size=1280,900"]

@@ -41,8 +41,6 @@ from targets.tripy import (
     tripy_state_dict,
 )
 
-pytestmark = pytest.mark.cpu
-
 TINY = GPTConfig(block_size=16, vocab_size=37, n_layer=2, n_head=4, n_embd=32)
 VARIANTS = {
     "default": TINY,

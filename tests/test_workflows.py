@@ -16,7 +16,6 @@ from hypothesis import settings
 from harness.cli import build_parser, cmd_report
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is not installed (pip install -e '.[test]')")
-pytestmark = pytest.mark.cpu
 WORKFLOWS = Path(__file__).resolve().parent.parent / ".github" / "workflows"
 LOGIC_WORDS = {"and", "or", "not"}
 
