@@ -147,17 +147,24 @@ def arithmetic_verdict(session: ConformanceSession, target: Target, spec: CaseSp
     return verdict
 
 
-def output_arithmetic_verdict(target: Target, runnable: Any, model: torch.nn.Module, idx: torch.Tensor,
-                              logits: torch.Tensor) -> Verdict:
-    """Level 1 on one output of any model (no golden): is ``logits`` what the reference computes
-    with the target's own (quantized) weights in its compute dtype? This, not parity against
-    fp32, is the right "is the answer correct" question for a low-precision target: a trained
-    model may lose more to int4 than the fp32 parity bounds allow without the backend being wrong."""
+def output_arithmetic_verdicts(target: Target, runnable: Any, model: torch.nn.Module, idx: torch.Tensor,
+                               targets: torch.Tensor | None, logits: torch.Tensor,
+                               loss: torch.Tensor | None) -> tuple[Verdict, Verdict | None]:
+    """Level 1 on one output of any model (no golden): is it what the reference computes with the
+    target's own (quantized) weights in its compute dtype? For a weight-quantized target this,
+    not parity against fp32, is the "is the answer right" question on an arbitrary model: how
+    much a model loses to int4 depends on the model, and is measured on calibrated cases."""
     declared = require_low_precision(target)
     policy = get_policy(target.precision)
     quantized = reported_quantized_weights(target, runnable, model) if declared.weights is not None else {}
-    ref = arithmetic_reference(model, dequantized_weights(quantized), declared.compute_dtype, idx, None)
-    return _judge_arithmetic(policy, ref, logits, None)[0]
+    ref = arithmetic_reference(model, dequantized_weights(quantized), declared.compute_dtype, idx, targets)
+    return _judge_arithmetic(policy, ref, logits, loss)
+
+
+def output_arithmetic_verdict(target: Target, runnable: Any, model: torch.nn.Module, idx: torch.Tensor,
+                              logits: torch.Tensor) -> Verdict:
+    """``output_arithmetic_verdicts`` for logits alone."""
+    return output_arithmetic_verdicts(target, runnable, model, idx, None, logits, None)[0]
 
 
 def _diagnose_layout(policy, golden, declared: LowPrecision, quantized, logits, loss) -> str:

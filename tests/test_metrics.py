@@ -124,3 +124,11 @@ def test_policies_are_registered_data():
     assert get_policy("unit-test") is POLICY
     with pytest.raises(ValueError, match="already registered"):
         register_policy(TolerancePolicy("unit-test", (), ()))
+
+
+def test_rmse_gate_with_min_numel_skips_tiny_outputs_and_says_so():
+    policy = TolerancePolicy("unit-test-numel", logit_gates=(Gate("rmse", floor_abs=1e-3, min_numel=1000),), loss_gates=())
+    tiny = judge_logits(policy, {"rmse": 5e-3, "numel": 2.0}, {}, truth_scale=1.0)
+    assert tiny.passed and tiny.gates == [] and "rmse not gated below 1000 elements (got 2)" in tiny.message
+    big = judge_logits(policy, {"rmse": 5e-3, "numel": 4096.0}, {}, truth_scale=1.0)
+    assert big.status == "fail" and big.gates[0].metric == "rmse"
