@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from reference.goldens import sha256_file
+
 Bucket = tuple[int, int]
 ARTIFACT_FORMAT = 1
 # Recent torch releases deprecate torch.jit.*; Neuron's artifacts are TorchScript (torch_neuronx.trace
@@ -107,14 +109,6 @@ def artifact_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --- the cache -----------------------------------------------------------------------------------
 
 class ArtifactCacheWarning(UserWarning):
@@ -178,7 +172,7 @@ class ArtifactCache:
             return None, f"sidecar {sidecar.name} holds key {str(meta.get('key') if isinstance(meta, dict) else meta)[:16]}..., expected {key[:16]}... (mismatched artifact)"
         if not artifact.exists():
             return None, f"artifact {artifact.name} missing"
-        actual = file_sha256(artifact)
+        actual = sha256_file(artifact)
         if actual != meta.get("artifact_sha256"):
             return None, f"artifact {artifact.name} sha256 {actual[:16]}... != sidecar's {str(meta.get('artifact_sha256'))[:16]}... (corrupt)"
         try:
@@ -196,7 +190,7 @@ class ArtifactCache:
         tmp = artifact.with_name(f".{artifact.name}.{os.getpid()}.tmp")
         with jit_deprecation_silenced():
             torch.jit.save(module, str(tmp))
-        meta = {"format": ARTIFACT_FORMAT, "key": key, "fields": fields, "artifact_sha256": file_sha256(tmp),
+        meta = {"format": ARTIFACT_FORMAT, "key": key, "fields": fields, "artifact_sha256": sha256_file(tmp),
                 "artifact_bytes": tmp.stat().st_size, "created": time.time(), **extra}
         os.replace(tmp, artifact)
         tmp_meta = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
