@@ -143,8 +143,8 @@ def test_gpt2_cases_follow_the_environment_variable(tiny_gpt2_dir, tmp_path):
     import sys
 
     path, _ = tiny_gpt2_dir
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "cases/test_greedy.py", "-k",
-               "gpt2 and eager", "--report-dir", str(tmp_path)]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "cases/test_greedy.py", "-k", "gpt2",
+               "--target", "eager", "--slow", f"--report-dir={tmp_path}"]
     env = {k: v for k, v in os.environ.items() if k != "GPT_CONFORMANCE_GPT2_DIR"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     without = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, check=False)
