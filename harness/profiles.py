@@ -28,4 +28,7 @@ def property_settings(profile: str | None = None) -> settings:
     current = getattr(settings, "get_current_profile_name", None)
     name = profile or (current() if current else None)
     base = settings.get_profile(name) if name else settings.default
-    return settings(base, max_examples=PROPERTY_EXAMPLES.get(name, base.max_examples))
+    # Drawn models a target cannot prepare are rejected (see properties.check_drawn); a target
+    # that accepts few of them must not fail a health check for it.
+    checks = [*base.suppress_health_check, HealthCheck.filter_too_much]
+    return settings(base, max_examples=PROPERTY_EXAMPLES.get(name, base.max_examples), suppress_health_check=checks)
