@@ -8,7 +8,6 @@ message, never a pass and never a crash of the whole run.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 
 from harness import api
 from harness.api import Target, TargetRegistry, TolerancePolicy, get_policy, register_policy
+from harness.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "gpt-conformance-example-target"
@@ -46,19 +46,12 @@ def run_pytest(tmp_path: Path, *args: str, pythonpath: tuple[Path, ...] = ()) ->
     return proc, outcomes
 
 
-def read_records(tmp_path: Path) -> list[dict]:
-    records = []
-    for path in sorted((tmp_path / "reports").glob("records-*.jsonl")):
-        records += [json.loads(line) for line in path.read_text().splitlines()]
-    return records
-
-
 def test_example_target_loaded_with_dash_p_passes_every_named_case(tmp_path):
     proc, outcomes = run_pytest(tmp_path, *FAST_CASES, "-p", "gpt_conformance_example.plugin",
                                 "--target", "example-numpy", pythonpath=(EXAMPLE / "src",))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(outcomes) == 10 and set(outcomes.values()) == {"passed"}, outcomes
-    records = read_records(tmp_path)
+    records = read_records([tmp_path / "reports"])
     assert {r["status"] for r in records} == {"pass"}
     # Judged under the precision policy the example package registers itself.
     assert {r["policy"] for r in records} == {"example-numpy-fp32"}
@@ -100,7 +93,7 @@ def test_broken_plugin_targets_are_errors_with_their_message_never_passes(tmp_pa
             assert outcomes[f"test_{check}_parity[{name}-seed]"] == expected, (name, check, outcomes)
 
     by_target: dict[str, list[dict]] = {}
-    for record in read_records(tmp_path):
+    for record in read_records([tmp_path / "reports"]):
         by_target.setdefault(record["target"], []).append(record)
     expected_messages = {
         "plugin-raises-in-prepare": "RuntimeError: backend compiler crashed: unsupported op aten::planted",
