@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.report import load_records, render
+from harness.report.records_view import load_records
+from harness.report.render import render
 from tests.report_records import nightly, write_jsonl
 
 

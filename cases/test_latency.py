@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from harness.decode import choose_window, greedy_decode
-from harness.latency import LatencyRun, forward_flops
+from harness.checks.decode import choose_window, greedy_decode
+from harness.checks.latency import LatencyRun, forward_flops
 from reference.cases import GPT2_SMALL_CONFIG, SEED_CONFIG
 from reference.model import GPT, GPTConfig
 from reference.train import load_zen_model
@@ -69,7 +69,7 @@ def eager_baseline(target_registry) -> EagerTarget:
 
 
 def greedy_generate(runnable, prompt: torch.Tensor, new_tokens: int, capabilities, block_size: int) -> list[int]:
-    """The harness's one greedy loop (harness.decode) through a target's runnable, batch 1."""
+    """The harness's one greedy loop (harness.checks.decode) through a target's runnable, batch 1."""
     tokens = prompt[0].tolist()
     window = choose_window(capabilities, len(tokens) + new_tokens - 1, block_size)
     return greedy_decode(lambda idx: runnable(idx)[0], tokens, new_tokens, block_size, window)
@@ -122,6 +122,6 @@ def test_generation_throughput(target, shape, benchmark, conformance, latency_se
                         greedy_generate_flops(model, shape.seq_len, new_tokens), first,
                         tokens_per_call=shape.batch * new_tokens,
                         extra={"new_tokens": new_tokens, "tokens_match_eager": tokens == eager_tokens,
-                               "decode": "harness.decode.greedy_decode: whole sequence each step, no KV cache",
+                               "decode": "harness.checks.decode.greedy_decode: whole sequence each step, no KV cache",
                                "first_result": "prepare + one forward on the prompt (time to first token)"})
     assert record["latency"]["new_tokens"] == new_tokens > 0

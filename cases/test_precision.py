@@ -13,14 +13,14 @@ import math
 import pytest
 import torch
 
-from harness.precision import (
+from harness.checks.precision import (
     QUALITY_CALIBRATED_CASES,
     arithmetic_verdict,
     quality_metrics,
     quality_verdict,
     require_low_precision,
 )
-from harness.session import assert_verdict
+from harness.checks.session import assert_verdict
 from reference.cases import ALL_CASES
 from reference.goldens import reference_outputs
 from reference.train import load_zen_model, zen_of_python

@@ -1,6 +1,6 @@
 """Property-based conformance: Hypothesis draws models and inputs; every property is checked
 on every target (parity with the fp64 oracle, causality, batch independence, prefix
-consistency, loss consistency; see ``harness/properties.py`` for what each bound means).
+consistency, loss consistency; see ``harness/checks/properties.py`` for what each bound means).
 
 - ``test_properties`` searches: each example is one model (prepared once) and up to three
   inputs. A failure is shrunk to a small example and printed with a one-line repro command.
@@ -15,9 +15,9 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from harness.profiles import property_settings
-from harness.properties import ExampleChecker, PinnedDraws, check_drawn, invocation_plugins, load_example
-from harness.strategies import named_example
+from harness.checks.properties import ExampleChecker, PinnedDraws, check_drawn, invocation_plugins, load_example
+from harness.checks.strategies import named_example
+from harness.pytest_plugin.profiles import property_settings
 from reference.cases import NAMED_CASES
 
 

@@ -8,7 +8,7 @@ Trainium runner with a broken backend install cannot go green by skipping everyt
 import pytest
 
 from harness.api import DEVICE_MARKERS
-from harness.probes import AVAILABLE, probe_cuda, probe_neuron_device
+from harness.core.probes import AVAILABLE, probe_cuda, probe_neuron_device
 
 TIERS = [pytest.param(device, id=marker, marks=[getattr(pytest.mark, marker)]) for device, marker in DEVICE_MARKERS.items()]
 DEVICE_PROBES = {"cpu": lambda: AVAILABLE, "cuda": probe_cuda, "neuron": probe_neuron_device}

@@ -1,3 +1,5 @@
+"""``python -m harness``: see ``harness/cli.py``."""
+
 import sys
 
 from harness.cli import main

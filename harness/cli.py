@@ -1,4 +1,4 @@
-"""``python -m harness``: command-line entry points. Each subcommand is one ``add_*`` function."""
+"""Command line (top layer): ``python -m harness``: command-line entry points. Each subcommand is one ``add_*`` function."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 import os
 import sys
 
-from harness.api import registry
-from harness.report import DEFAULT_MAX_DETAILS, DEFAULT_TREND_THRESHOLD, write_report
+from harness.core.targets import registry
+from harness.report.render import DEFAULT_MAX_DETAILS, DEFAULT_TREND_THRESHOLD, write_report
+from reference.checkpoint import GPT2_DIR_ENV
 
 
 def load_registry() -> None:
@@ -34,9 +35,9 @@ def add_targets(sub: argparse._SubParsersAction) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from harness.conformance import run_checked
-    from harness.decode import choose_window, compare_greedy, greedy_decode, reference_greedy
-    from harness.policies import get_policy
+    from harness.checks.conformance import run_checked
+    from harness.checks.decode import choose_window, compare_greedy, greedy_decode, reference_greedy
+    from harness.core.policies import get_policy
     from reference.checkpoint import from_pretrained
     from reference.tokenizers import gpt2_tokenizer
     from reference.train import load_zen_model
@@ -86,8 +87,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def add_generate(sub: argparse._SubParsersAction) -> None:
-    from harness.plugin import GPT2_DIR_ENV
-
     p = sub.add_parser("generate", help="greedy continuation of a prompt on any target (nanoGPT's sample.py)",
                        description="Print the target's greedy continuation of --prompt. The model is the shipped "
                                    "Zen-of-Python char model unless --gpt2-dir names a local GPT-2.")
@@ -132,8 +131,8 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title", default="GPT parity report")
     p.set_defaults(func=cmd_report)
 def cmd_precision(args: argparse.Namespace) -> int:
-    from harness.precision import COST_COLUMNS, precision_cost_rows
-    from harness.records import read_records
+    from harness.core.records import read_records
+    from harness.report.precision_cost import COST_COLUMNS, precision_cost_rows
 
     rows = precision_cost_rows(read_records(args.records))
     if not rows:

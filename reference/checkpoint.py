@@ -16,6 +16,8 @@ from reference.model import GPT, GPTConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# Where a local Hugging Face GPT-2 directory is named when no option names it (pytest and the CLI).
+GPT2_DIR_ENV = "GPT_CONFORMANCE_GPT2_DIR"
 
 # Hugging Face GPT-2 uses Conv1D, which stores these weights as [in, out]; nn.Linear wants [out, in].
 HF_CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

@@ -12,7 +12,7 @@ import copy
 import torch
 
 from harness.api import ALL_FAMILIES, Capabilities, Target, UnsupportedHere
-from harness.quant import LowPrecision
+from harness.core.quant import LowPrecision
 from reference.families import family_of
 
 

@@ -11,7 +11,7 @@ quantization of the reference GPT, on CPU (pip extra ``quant``: ``nvidia-modelop
 Weight-only max calibration does not depend on the data, but modelopt still wants a forward
 loop: it runs on seeded random tokens from the model's own vocabulary (never a dataset hub).
 The runnable computes with modelopt's own fake-quantized weights (each layer's weight quantizer
-applied once) and exposes the calibrated scales as ``quantized_weights`` (``harness.quant``
+applied once) and exposes the calibrated scales as ``quantized_weights`` (``harness.core.quant``
 layout), so the arithmetic check builds its fake-quant reference from exactly these tensors.
 """
 
@@ -22,17 +22,58 @@ import copy
 import torch
 
 from harness.api import ALL_FAMILIES, Capabilities, Requirements, Target, UnsupportedHere
-from harness.quant import (
+from harness.core.quant import (
     DEFAULT_INT4_BLOCK_SIZE,
+    MAXBOUND,
     LowPrecision,
+    QuantizedLinear,
+    ScaleLayoutError,
     WeightQuantization,
     fake_quant_model,
-    quantized_weights_from_modelopt,
+    symmetric_codes,
 )
 from reference.families import family_of
 
 CALIBRATION_SEED = 1234
 CALIBRATION_BATCHES = 2
+
+
+def quantized_weights_from_modelopt(model: torch.nn.Module) -> dict[str, QuantizedLinear]:
+    """Read the calibrated weight quantizers of a modelopt-quantized model into plain tensors.
+
+    Codes are recomputed from the layer's float weight with the quantizer's own amax, exactly
+    as modelopt's fake quantizer does. The amax layout is checked, not assumed: per channel it
+    must hold ``out`` values, block-wise ``out * in / B`` values in modelopt's row-major order.
+    """
+    result = {}
+    for name, module in model.named_modules():
+        quantizer = getattr(module, "weight_quantizer", None)
+        if quantizer is None or not getattr(quantizer, "is_enabled", False):
+            continue
+        weight = module.weight.detach().to(torch.float32)
+        out, inp = weight.shape
+        bits = quantizer.num_bits
+        if bits not in MAXBOUND:
+            raise ScaleLayoutError(f"layer {name!r}: unsupported num_bits {bits!r}")
+        block_sizes = quantizer.block_sizes or {}
+        block_size = block_sizes.get(-1) or block_sizes.get(1)
+        amax = quantizer.amax
+        if amax is None:
+            raise ScaleLayoutError(f"layer {name!r}: weight quantizer has no amax; was the model calibrated?")
+        amax = amax.detach().to(torch.float32)
+        expected = out if block_size is None else out * inp // block_size
+        if amax.numel() != expected:
+            raise ScaleLayoutError(f"layer {name!r}: modelopt amax has {amax.numel()} values (shape {tuple(amax.shape)}), "
+                                   f"expected {expected} for weight {tuple(weight.shape)}, block_size {block_size}")
+        amax = amax.reshape(out, 1, 1) if block_size is None else amax.reshape(out, inp // block_size, 1)
+        groups = weight.view(out, 1, inp) if block_size is None else weight.view(out, inp // block_size, block_size)
+        codes, scales = symmetric_codes(groups, amax, bits)
+        codes = codes.view(out, inp)
+        scales = scales.reshape(out) if block_size is None else scales.reshape(out, inp // block_size)
+        result[name] = QuantizedLinear(codes, scales.contiguous(), block_size, bits, name)
+    if not result:
+        raise ScaleLayoutError("no enabled weight quantizer found: is this a modelopt-quantized model?")
+    return result
 
 
 def weight_only_config(mtq, spec: WeightQuantization) -> dict:

@@ -1,7 +1,7 @@
 """AWS Neuron targets (``torch_neuronx.trace`` on Trainium) and their CPU twin (``torch.jit.trace``).
 
 The forward pass is compiled once per (batch, seq_len) shape bucket into a static graph;
-greedy decoding stays a Python loop on the host (``harness.decode``: right padding, logits read
+greedy decoding stays a Python loop on the host (``harness.checks.decode``: right padding, logits read
 at the last real position, crop from the left once the window is full). The hardware call is
 one thin seam, a ``Compiler`` (``trace(step, example_inputs, workdir) -> ScriptModule``), so
 everything around it (``NeuronStep``, buckets, padding, the artifact cache, decoding, loss) runs
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.api import Availability, Capabilities, Requirements, Target
-from harness.probes import AVAILABLE, probe_neuron_device, probe_package
+from harness.core.probes import AVAILABLE, probe_neuron_device, probe_package
 from reference.model import GPT, check_inputs
 from targets.static_shapes import (
     JIT_DEPRECATION,

@@ -24,7 +24,7 @@ import torch
 
 from harness.api import UnsupportedHere
 from reference.model import GPTConfig
-from targets.tripy import LinearQuant, ShapeBounds, TripyMode, engine_max_batch, shape_bounds
+from targets.tripy_layout import LinearQuant, ShapeBounds, TripyMode, engine_max_batch, shape_bounds
 
 Dim = int | tp.DimensionSize
 

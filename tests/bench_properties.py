@@ -17,8 +17,8 @@ import itertools
 import pytest
 from hypothesis import settings
 
-from harness.profiles import property_settings
-from harness.properties import INPUTS_PER_MODEL, run_search
+from harness.checks.properties import INPUTS_PER_MODEL, run_search
+from harness.pytest_plugin.profiles import property_settings
 
 MODELS_PER_ROUND = 4
 # Records per input: parity of logits and loss, causality, batch independence, prefix, loss consistency.

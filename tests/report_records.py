@@ -1,7 +1,7 @@
 """Synthetic records shaped like the harness writes them, for the report's tests and benchmark.
 
-The shapes follow ``harness/session.py::ConformanceSession.record`` and the optional sections
-that ``harness/report.py``'s docstring defines (greedy, quality, property, latency, histogram).
+The shapes follow ``harness/checks/session.py::ConformanceSession.record`` and the optional sections
+that ``harness/report/render.py``'s docstring defines (greedy, quality, property, latency, histogram).
 """
 
 from __future__ import annotations

@@ -1,23 +1,46 @@
-"""Run pytest in a subprocess, as a user would, and read back its records."""
+"""Run pytest in a subprocess, as a user would, and read back its records and outcomes.
+
+The one helper for every test that needs a process boundary (entry points, xdist, a printed
+command replayed as printed)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import NamedTuple
 
-from harness.records import read_records
+from harness.core.records import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_pytest(*args: str, report_dir: Path, timeout: int = 900) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    """``python -m pytest ARGS --report-dir REPORT_DIR`` from the repository root."""
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--rootdir={ROOT}",
+class PytestRun(NamedTuple):
+    proc: subprocess.CompletedProcess
+    records: list[dict]
+    outcomes: dict[str, str]  # test name -> passed | failure | error | skipped (from JUnit XML)
+
+
+def run_pytest(*args: str, report_dir: Path, cwd: Path = ROOT, pythonpath: tuple[Path, ...] = (),
+               timeout: int = 900) -> PytestRun:
+    """``python -m pytest ARGS --report-dir REPORT_DIR`` in ``cwd`` (default: the repository root),
+    with ``pythonpath`` and the repository importable, and a run id of its own."""
+    junit = report_dir.parent / f"{report_dir.name}-junit.xml"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*(str(p) for p in pythonpath), str(ROOT), env.get("PYTHONPATH", "")])
+    env.pop("GPT_CONFORMANCE_RUN_ID", None)
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
            f"--report-dir={report_dir}", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     records = read_records([report_dir]) if report_dir.exists() else []
-    return proc, records
+    outcomes = {}
+    if junit.exists():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+            outcomes[case.get("name")] = kinds[0] if kinds else "passed"
+    return PytestRun(proc, records, outcomes)
 
 
 def statuses(records: list[dict], check: str | None = None) -> dict[tuple[str, str], str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.conformance import run_checked
+from harness.checks.conformance import run_checked
 from reference.cases import build_case, named_case
 from targets import inductor as inductor_module
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from harness.api import Capabilities, Target, TargetRegistry
-from harness.decode import reference_greedy
-from harness.records import RecordWriter
-from harness.session import ConformanceSession, Options
+from harness.checks.decode import reference_greedy
+from harness.checks.session import ConformanceSession, Options
+from harness.core.records import RecordWriter
 from reference.checkpoint import from_pretrained
 from reference.tokenizers import gpt2_tokenizer
 from reference.train import load_zen_model

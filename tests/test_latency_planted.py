@@ -34,7 +34,7 @@ def quiet_threads():
 def slow_run(tmp_path_factory, quiet_threads):
     tmp = tmp_path_factory.mktemp("latency")
     # Only the planted target is selected: the eager baseline must still be measured.
-    proc, records = run_pytest(*TINY, "--target", PLANTED_SLOW.name, f"--benchmark-json={tmp / 'bench.json'}",
+    proc, records, _ = run_pytest(*TINY, "--target", PLANTED_SLOW.name, f"--benchmark-json={tmp / 'bench.json'}",
                                report_dir=tmp / "records")
     return proc, records, tmp / "bench.json"
 
@@ -80,10 +80,10 @@ def test_regression_gate_fails_on_a_slowdown(tmp_path, quiet_threads):
     storage = f"--benchmark-storage=file://{tmp_path / 'benchmarks'}"
     forward = [*TINY_FORWARD, "--target", PLANTED_SLOW.name, storage]
     quiet_threads.setenv("PLANTED_LATENCY_SLEEP_S", "0")
-    saved, _ = run_pytest(*forward, "--benchmark-save=baseline", report_dir=tmp_path / "r1")
+    saved, _, _ = run_pytest(*forward, "--benchmark-save=baseline", report_dir=tmp_path / "r1")
     assert saved.returncode == 0, saved.stdout + saved.stderr
     quiet_threads.setenv("PLANTED_LATENCY_SLEEP_S", "0.1")
-    compared, _ = run_pytest(*forward, "--benchmark-compare", "--benchmark-compare-fail=median:10%",
+    compared, _, _ = run_pytest(*forward, "--benchmark-compare", "--benchmark-compare-fail=median:10%",
                              report_dir=tmp_path / "r2")
     quiet_threads.delenv("PLANTED_LATENCY_SLEEP_S")
     assert compared.returncode != 0, compared.stdout
@@ -91,7 +91,7 @@ def test_regression_gate_fails_on_a_slowdown(tmp_path, quiet_threads):
 
 
 def test_xdist_disables_benchmarks_and_the_tier_says_so(tmp_path, quiet_threads):
-    proc, records = run_pytest(*TINY_FORWARD, "--target", PLANTED_SLOW.name, "-n", "1",
+    proc, records, _ = run_pytest(*TINY_FORWARD, "--target", PLANTED_SLOW.name, "-n", "1",
                                report_dir=tmp_path / "records")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "pytest-benchmark is disabled" in proc.stdout and "1 skipped" in proc.stdout
@@ -101,7 +101,7 @@ def test_xdist_disables_benchmarks_and_the_tier_says_so(tmp_path, quiet_threads)
 
 
 def test_a_wrong_target_is_not_timed(tmp_path, quiet_threads):
-    proc, records = run_pytest("-p", "tests.planted", *TINY_FORWARD, "--target", "planted-layernorm-eps",
+    proc, records, _ = run_pytest("-p", "tests.planted", *TINY_FORWARD, "--target", "planted-layernorm-eps",
                                report_dir=tmp_path / "records")
     assert proc.returncode == 1 and "not timed, output is wrong" in proc.stdout, proc.stdout + proc.stderr
     (record,) = latency_records(records, "planted-layernorm-eps").values()

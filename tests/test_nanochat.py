@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.nn import functional as F
 
-from harness.family_strategies import nanochat_configs
+from harness.checks.family_strategies import nanochat_configs
 from reference.cases import build_case, named_case
 from reference.families import FAMILIES, family_named, family_of
 from reference.goldens import GOLDEN_DIR, GoldenError, load_golden

@@ -23,11 +23,11 @@ import pytest
 import torch
 
 from harness.api import TargetRegistry
-from harness.conformance import Truth, parity_verdicts
-from harness.decode import StaticWindow, choose_window, greedy_decode
-from harness.probes import probe_package
-from harness.records import RecordWriter, read_records
-from harness.session import ConformanceSession, Options
+from harness.checks.conformance import Truth, parity_verdicts
+from harness.checks.decode import StaticWindow, choose_window, greedy_decode
+from harness.checks.session import ConformanceSession, Options
+from harness.core.probes import probe_package
+from harness.core.records import RecordWriter, read_records
 from reference.cases import named_case
 from reference.model import GPT, GPTConfig
 from reference.train import load_zen_model
@@ -388,13 +388,13 @@ def placeholder_path(tmp_path) -> Path:
 def test_probe_names_the_placeholder_and_the_missing_device(monkeypatch, placeholder_path):
     monkeypatch.syspath_prepend(str(placeholder_path))
     monkeypatch.setenv(neuron.VISIBLE_CORES_ENV, "0")  # keeps os.environ as it was under xdist too
-    monkeypatch.setattr("harness.probes.glob.glob", lambda pattern: [])
+    monkeypatch.setattr("harness.core.probes.glob.glob", lambda pattern: [])
     probe_package.cache_clear()
     try:
         reason = neuron.probe_neuron().reason
         assert "no Neuron device: /dev/neuron* does not exist" in reason
         assert "package 'torch_neuronx' is PyPI's placeholder, not the real one: WRONG PACKAGE" in reason
-        monkeypatch.setattr("harness.probes.glob.glob", lambda pattern: ["/dev/neuron0"])
+        monkeypatch.setattr("harness.core.probes.glob.glob", lambda pattern: ["/dev/neuron0"])
         assert neuron.probe_neuron().reason.startswith("package 'torch_neuronx' is PyPI's placeholder")
     finally:
         probe_package.cache_clear()

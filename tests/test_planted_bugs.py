@@ -30,7 +30,7 @@ def planted_run(tmp_path_factory):
 
 @pytest.mark.parametrize("check", ["logits", "loss"])
 def test_correct_targets_pass_every_named_case(planted_run, check):
-    _, records = planted_run
+    records = planted_run.records
     got = statuses(records, check)
     for target in CORRECT:
         for case in FAST["nanogpt"] + FAST["nanochat"]:
@@ -40,7 +40,7 @@ def test_correct_targets_pass_every_named_case(planted_run, check):
 @pytest.mark.parametrize("planted", PLANTED + PLANTED_NANOCHAT, ids=lambda t: t.name)
 @pytest.mark.parametrize("check", ["logits", "loss"])
 def test_planted_bug_is_flagged(planted_run, planted, check):
-    proc, records = planted_run
+    proc, records, _ = planted_run
     got = statuses(records, check)
     (family,) = planted.capabilities.families
     cases = FAST[family]
@@ -51,14 +51,14 @@ def test_planted_bug_is_flagged(planted_run, planted, check):
 
 
 def test_planted_targets_skip_other_families(planted_run):
-    _, records = planted_run
+    records = planted_run.records
     got = statuses(records, "family")
     assert got[("planted-layernorm-eps", "nanochat-seed")] == "skip"
     assert got[("planted-nanochat-rotary-sign", "seed")] == "skip"
 
 
 def test_failing_records_say_how_far_off(planted_run):
-    _, records = planted_run
+    records = planted_run.records
     record = next(r for r in records if r["target"] == "planted-layernorm-eps" and r["case"] == "seed"
                   and r["check"] == "logits")
     assert record["message"].startswith("out of tolerance")

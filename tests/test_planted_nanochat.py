@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from harness.conformance import Truth, parity_verdicts
+from harness.checks.conformance import Truth, parity_verdicts
 from reference.cases import NANOCHAT_CASES, named_case
 from reference.goldens import load_golden
 from tests.planted_nanochat import KVHeadsWrongOrder, PlantedNanochatTarget, RotaryWrongSign

@@ -8,47 +8,26 @@ message, never a pass and never a crash of the whole run.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
 from harness import api
 from harness.api import Target, TargetRegistry, TolerancePolicy, get_policy, register_policy
-from harness.records import read_records
+from harness.core.records import read_records
+from tests.runner import ROOT, run_pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "gpt-conformance-example-target"
 # The nanoGPT named cases that need no GPT-2-sized model: 5 cases x (logits, loss). The example
 # target implements the nanoGPT family only (its nanochat cases would skip, saying so).
 FAST_CASES = ["cases/test_parity.py", "-m", "not slow", "-k", "not nanochat"]
 
 
-def run_pytest(tmp_path: Path, *args: str, pythonpath: tuple[Path, ...] = ()) -> tuple[subprocess.CompletedProcess, dict]:
-    """Run pytest in a fresh process; return it and {test id: outcome} from its JUnit XML."""
-    junit = tmp_path / "junit.xml"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([*(str(p) for p in pythonpath), str(ROOT), env.get("PYTHONPATH", "")])
-    env.pop("GPT_CONFORMANCE_RUN_ID", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
-         f"--report-dir={tmp_path / 'reports'}", *args],
-        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    outcomes = {}
-    if junit.exists():
-        for case in ET.parse(junit).getroot().iter("testcase"):
-            kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
-            outcomes[case.get("name")] = kinds[0] if kinds else "passed"
-    return proc, outcomes
-
-
 def test_example_target_loaded_with_dash_p_passes_every_named_case(tmp_path):
-    proc, outcomes = run_pytest(tmp_path, *FAST_CASES, "-p", "gpt_conformance_example.plugin",
-                                "--target", "example-numpy", pythonpath=(EXAMPLE / "src",))
+    proc, _, outcomes = run_pytest(*FAST_CASES, "-p", "gpt_conformance_example.plugin",
+                                "--target", "example-numpy", pythonpath=(EXAMPLE / "src",), report_dir=tmp_path / "reports")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(outcomes) == 10 and set(outcomes.values()) == {"passed"}, outcomes
     records = read_records([tmp_path / "reports"])
@@ -70,11 +49,11 @@ def test_example_target_installed_is_found_through_its_entry_point(tmp_path):
     assert install.returncode == 0, install.stdout + install.stderr
     assert list(site.glob("gpt_conformance_example_target-*.dist-info/entry_points.txt"))
 
-    listing, _ = run_pytest(tmp_path, "--list-targets", pythonpath=(site,))
+    listing, _, _ = run_pytest("--list-targets", pythonpath=(site,), report_dir=tmp_path / "reports")
     assert listing.returncode == 0, listing.stdout + listing.stderr
     assert "example-numpy" in listing.stdout and "can run here" in listing.stdout
 
-    proc, outcomes = run_pytest(tmp_path, *FAST_CASES, "--target", "example-numpy", pythonpath=(site,))
+    proc, _, outcomes = run_pytest(*FAST_CASES, "--target", "example-numpy", pythonpath=(site,), report_dir=tmp_path / "reports")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(outcomes) == 10 and set(outcomes.values()) == {"passed"}, outcomes
 
@@ -83,8 +62,8 @@ def test_broken_plugin_targets_are_errors_with_their_message_never_passes(tmp_pa
     names = ["plugin-raises-in-prepare", "plugin-wrong-shape", "plugin-wrong-dtype", "plugin-not-a-tuple",
              "plugin-nan-output", "plugin-custom-policy"]
     selection = [arg for name in names for arg in ("--target", name)]
-    proc, outcomes = run_pytest(tmp_path, "cases/test_parity.py", "-k", "seed and not nanochat", "-p", "tests.broken_plugin",
-                                *selection)
+    proc, _, outcomes = run_pytest("cases/test_parity.py", "-k", "seed and not nanochat", "-p", "tests.broken_plugin",
+                                *selection, report_dir=tmp_path / "reports")
     # The run completes (exit 1: tests failed), it does not crash (exit 2/3) or pass.
     assert proc.returncode == 1, proc.stdout + proc.stderr
     for check in ("logits", "loss"):

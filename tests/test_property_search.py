@@ -8,25 +8,20 @@ The searches run in-process through ``run_search`` (the same example body as
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 from harness.api import registry
-from harness.profiles import property_settings
-from harness.properties import PropertyFailure, run_search
-from harness.records import RecordWriter
-from harness.session import ConformanceSession, Options
-from harness.strategies import InputCase, ModelCase, example_size
+from harness.checks.properties import PropertyFailure, run_search
+from harness.checks.session import ConformanceSession, Options
+from harness.checks.strategies import InputCase, ModelCase, example_size
+from harness.core.records import RecordWriter
+from harness.pytest_plugin.profiles import property_settings
 from tests.planted_properties import HeadsReversed, LastTokenEmbedding, PositionsWrapAt8
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.runner import run_pytest
 
 
 @pytest.fixture
@@ -94,26 +89,19 @@ def test_no_false_alarm_on_correct_targets(name, session):
     assert exports <= len(configs), f"{exports} exports for {len(configs)} configs: an input change re-exported"
 
 
-def run_pytest(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=env,
-                          check=False, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.slow
 def test_failure_prints_a_repro_command_that_replays_it(tmp_path):
-    first = run_pytest("cases/test_properties.py::test_properties", "-p", "tests.planted_properties",
-                       "--target", "planted-last-token-embedding", "--hypothesis-profile=ci",
-                       "--report-dir", str(tmp_path / "search"))
+    first, records, _ = run_pytest("cases/test_properties.py::test_properties", "-p", "tests.planted_properties",
+                                   "--target", "planted-last-token-embedding", "--hypothesis-profile=ci",
+                                   report_dir=tmp_path / "search")
     assert first.returncode == 1, first.stdout[-3000:]
     lines = [re.sub(r"^E?\s+", "", line) for line in first.stdout.splitlines()]  # pytest prefixes "E   "
     command = next(lines[i + 1] for i, line in enumerate(lines) if line == "reproduce with:")
     assert command.startswith("pytest ") and "--repro=" in command, command
-    records = [json.loads(line) for f in (tmp_path / "search").glob("*.jsonl") for line in f.read_text().splitlines()]
     failed = [r for r in records if r["status"] == "fail"]
     assert failed and all(r["repro"] == command for r in failed), "fail records must carry the printed repro"
     assert failed[0]["example"]["input"]["idx"] == [[1]], failed[0]["example"]
 
-    replay = run_pytest(*shlex.split(command)[1:], "--report-dir", str(tmp_path / "replay"))
+    replay, _, _ = run_pytest(*shlex.split(command)[1:], report_dir=tmp_path / "replay")
     assert replay.returncode == 1, replay.stdout[-3000:]
     assert "1 failed" in replay.stdout and "property-parity" in replay.stdout, replay.stdout[-3000:]

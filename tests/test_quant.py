@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from harness.api import TargetRegistry
-from harness.metrics import logit_metrics
-from harness.policies import POLICIES, get_policy, judge_logits
-from harness.precision import arithmetic_verdict, quality_metrics
-from harness.quant import (
+from harness.checks.precision import arithmetic_verdict, quality_metrics
+from harness.checks.session import ConformanceSession, Options
+from harness.core.metrics import logit_metrics
+from harness.core.policies import POLICIES, get_policy, judge_logits
+from harness.core.quant import (
     DEFAULT_INT4_BLOCK_SIZE,
     MAXBOUND,
     QuantizedLinear,
@@ -27,11 +28,10 @@ from harness.quant import (
     quantize_model,
     quantize_weight,
     quantized_linears,
-    quantized_weights_from_modelopt,
 )
-from harness.records import RecordWriter
-from harness.session import ConformanceSession, Options
+from harness.core.records import RecordWriter
 from reference.cases import build_case, named_case
+from targets.modelopt import quantized_weights_from_modelopt
 from tests.planted_quant import TorchInt4Target, WrongAxisInt4Target
 
 # modelopt divides by (maxbound / amax) where the contract multiplies by (amax / maxbound): each
@@ -187,7 +187,7 @@ def test_precision_policies_give_every_bound_a_reason(name):
 
 
 def test_modelopt_targets_skip_naming_the_extra(monkeypatch):
-    from harness.probes import probe_package
+    from harness.core.probes import probe_package
     from targets.modelopt import TARGETS
 
     # As if nvidia-modelopt were not installed, even when an earlier test imported it.

@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main as cli_main
-from harness.records import RecordWriter, read_records
-from harness.report import anchor, build_matrix, render, trend, write_report
+from harness.core.records import RecordWriter, read_records
+from harness.report.matrix import build_matrix
+from harness.report.records_view import anchor
+from harness.report.render import render, write_report
+from harness.report.trend import trend
 from tests.report_records import histogram, record, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -242,7 +245,7 @@ def test_real_records_round_trip_through_the_writer(tmp_path):
 
 def test_failing_parity_record_carries_an_error_histogram(tmp_path):
     from harness.api import registry
-    from harness.session import ConformanceSession, Options
+    from harness.checks.session import ConformanceSession, Options
     from reference.cases import named_case
     from tests.planted import LayerNormEps
 
@@ -270,7 +273,7 @@ def run_inner_pytest(tmp_path: Path, *args: str, n: int = 2) -> subprocess.Compl
     (tmp_path / "test_inner.py").write_text(INNER_TEST.format(n=n))
     env = {k: v for k, v in os.environ.items() if k not in ("GPT_CONFORMANCE_RUN_ID", "PYTEST_XDIST_WORKER")}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "harness.plugin", "-p", "no:cacheprovider",
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "harness.pytest_plugin.plugin", "-p", "no:cacheprovider",
                            "--report-dir", str(tmp_path / "reports"), "test_inner.py", *args],
                           check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
@@ -296,7 +299,7 @@ def test_xdist_controller_merges_every_workers_records(tmp_path):
 
 
 def test_quantization_and_latency_records_in_their_helpers_shapes():
-    """Shapes as cases/test_precision.py and harness/latency.py write them: quality metrics in
+    """Shapes as cases/test_precision.py and harness/checks/latency.py write them: quality metrics in
     ``metrics`` with a top-level greedy divergence index; the ratio's own quartiles."""
     records = [
         record("int4-wo", "seed", "arithmetic", "pass", precision="int4-wo", level="arithmetic"),

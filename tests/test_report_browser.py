@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import render
+from harness.report.render import render
 from tests.report_records import histogram, record
 from tests.test_report import hostile_record
 

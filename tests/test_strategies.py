@@ -10,8 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.api import Capabilities
-from harness.properties import load_example, repro_command
-from harness.strategies import MAX_LOGITS, InputCase, ModelCase, build_model, input_cases, model_cases, named_example
+from harness.checks.properties import load_example, repro_command
+from harness.checks.strategies import (
+    MAX_LOGITS,
+    InputCase,
+    ModelCase,
+    build_model,
+    input_cases,
+    model_cases,
+    named_example,
+)
 from reference.cases import NAMED_CASES, build_case
 
 CAPABILITIES = [

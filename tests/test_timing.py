@@ -6,8 +6,8 @@ import random
 import pytest
 from pytest_benchmark.stats import Stats
 
-from harness.peak_flops import cpu_peak_estimate, fp32_lanes, parse_cpuinfo, parse_peak_option, peak_for
-from harness.timing import mfu, quartiles, ratio_vs_baseline, summarize, time_rounds
+from harness.core.peak_flops import cpu_peak_estimate, fp32_lanes, parse_cpuinfo, parse_peak_option, peak_for
+from harness.core.timing import mfu, quartiles, ratio_vs_baseline, summarize, time_rounds
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 9, 30, 31])

@@ -24,11 +24,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import quant as harness_quant
-from harness.probes import AVAILABLE, Availability
+from harness.core import quant as harness_quant
+from harness.core.probes import AVAILABLE, Availability
 from reference.model import GPT, GPTConfig
-from targets import tripy
-from targets.tripy import (
+from targets import tripy, tripy_layout
+from targets.tripy_layout import (
     MODES,
     LinearQuant,
     causal_mask,
@@ -51,7 +51,7 @@ VARIANTS = {
 }
 
 
-# --- a test double of harness.quant's QuantizedLinear (issue 5's contract) -------------------
+# --- a test double of harness.core.quant's QuantizedLinear (issue 5's contract) -------------------
 
 @dataclass
 class FakeQuantizedLinear:
@@ -95,13 +95,13 @@ def quantize_model(model: GPT, bits: int, block_size: int | None = None) -> dict
 
 def tensorrt_qdq(weight: torch.Tensor, scale: torch.Tensor, plan: LinearQuant) -> torch.Tensor:
     """TensorRT's quantize then dequantize, written from its documentation, independently of
-    ``targets.tripy.expand_scale``."""
+    ``targets.tripy_layout.expand_scale``."""
     if plan.weight_quant_dim == 0:
         full = scale.unsqueeze(1).expand_as(weight)
     else:
         axis = next(i for i in range(2) if scale.shape[i] != weight.shape[i])
         full = scale.repeat_interleave(weight.shape[axis] // scale.shape[axis], dim=axis)
-    low, high = tripy.QUANT_RANGES[plan.bits]
+    low, high = tripy_layout.QUANT_RANGES[plan.bits]
     return torch.round(weight / full).clamp(low, high) * full
 
 
@@ -259,14 +259,14 @@ def test_quantized_state_reproduces_fake_quant_reference(mode):
 
 @pytest.mark.parametrize("mode", sorted(QUANT_MODES))
 def test_harness_quant_weights_load_as_the_fake_quant_reference(mode):
-    """The real objects the targets load (harness.quant), not the test double: the CPU
+    """The real objects the targets load (harness.core.quant), not the test double: the CPU
     fake-quant reference and the Tripy graph must use the very same codes and scales."""
     bits, block = QUANT_MODES[mode]
     model, idx = case(TINY, seed=1)
     quantized = harness_quant.quantized_linears(model, bits, block)
     state, plans = tripy_state_dict(model, torch.float64, quantized)
     got = tripy_forward_in_torch(state, plans, TINY, idx)
-    # harness.quant dequantizes in float32 (codes * scale rounded once, <= 6e-8 relative), the
+    # harness.core.quant dequantizes in float32 (codes * scale rounded once, <= 6e-8 relative), the
     # graph re-derives the weight in float64: measured max |diff| 5.5e-9 on these logits.
     torch.testing.assert_close(got, reference_logits(model, idx, quantized), rtol=0, atol=1e-7)
     assert (got - reference_logits(model, idx)).abs().max() > 1e-6
@@ -276,7 +276,7 @@ def test_harness_quant_weights_load_as_the_fake_quant_reference(mode):
 def test_int4_scale_layout_agrees_with_dequantize(block):
     weight = torch.randn(24, 32) * 0.02
     q = rtn_quantize(weight, 4, block)
-    scale = tripy.tripy_weight_scale(q, torch.float64)
+    scale = tripy_layout.tripy_weight_scale(q, torch.float64)
     assert scale.shape == (24, 32 // block)  # [out, in/block]: TensorRT blocks along in_features
     torch.testing.assert_close(tensorrt_dequantize(q.codes, scale, None), q.dequantize(), rtol=0, atol=0)
 
@@ -366,11 +366,11 @@ def test_shape_bounds_from_the_case():
 
 
 def test_engine_batch_bound_shrinks_for_large_models():
-    assert tripy.engine_max_batch(TINY, torch.float16, 3) == tripy.MAX_BATCH
+    assert tripy_layout.engine_max_batch(TINY, torch.float16, 3) == tripy_layout.MAX_BATCH
     gpt2 = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
-    assert tripy.engine_max_batch(gpt2, torch.float16, 2) == 41  # 4 GiB / (1024 * 50257 * 2 B)
-    assert tripy.engine_max_batch(gpt2, torch.float32, 2) == 20
-    assert tripy.engine_max_batch(gpt2, torch.float32, 30) == 30  # never below the compiling batch
+    assert tripy_layout.engine_max_batch(gpt2, torch.float16, 2) == 41  # 4 GiB / (1024 * 50257 * 2 B)
+    assert tripy_layout.engine_max_batch(gpt2, torch.float32, 2) == 20
+    assert tripy_layout.engine_max_batch(gpt2, torch.float32, 30) == 30  # never below the compiling batch
 
 
 # --- targets, gating -----------------------------------------------------------------------
@@ -396,11 +396,11 @@ def test_quantized_weights_are_computed_once_per_model():
         calls.append(mode.name)
         return quantize_model(model, 4, 8)
 
-    target = tripy.TripyTarget(tripy.MODES[3], quantizer=quantizer)
+    target = tripy.TripyTarget(tripy_layout.MODES[3], quantizer=quantizer)
     model, _ = case(TINY)
     first = target.quantized_weights(model)
     assert target.quantized_weights(model) is first and calls == ["tripy-int4-wo"]
-    assert tripy.TripyTarget(tripy.MODES[1], quantizer=quantizer).quantized_weights(model) == {}
+    assert tripy.TripyTarget(tripy_layout.MODES[1], quantizer=quantizer).quantized_weights(model) == {}
     assert calls == ["tripy-int4-wo"]
 
 

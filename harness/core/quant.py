@@ -1,4 +1,4 @@
-"""Backend-neutral quantized weights: plain tensors any backend can load, and the fake-quant reference.
+"""Core layer: backend-neutral quantized weights: plain tensors any backend can load, and the fake-quant reference.
 
 The layout contract (shared with every backend adapter, Tripy's included)::
 
@@ -17,8 +17,8 @@ to the signed range, ``scale = amax / maxbound`` with maxbound 127 (int8) or 7 (
 Two ways to get these tensors:
 
 - ``quantize_model``: pure torch, no modelopt needed (CPU tests, Tripy tests);
-- ``quantized_weights_from_modelopt``: read a modelopt-calibrated model's weight quantizers
-  (duck-typed: this module never imports modelopt).
+- reading a modelopt-calibrated model's quantizers into this format is the modelopt target's
+  job (``targets/modelopt.py``).
 
 Both give bit-identical codes and scales. ``codes * scales`` is within 4 float32 ulps of
 modelopt's own fake-quant weight (it divides by ``maxbound / amax`` instead; measured 2 ulps).
@@ -149,7 +149,7 @@ class QuantizedLinear:
         return weight.to(dtype)
 
 
-def _symmetric_codes(groups: torch.Tensor, amax: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def symmetric_codes(groups: torch.Tensor, amax: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes, scales) of ``groups`` [out, G, group] with ``amax`` [out, G, 1], float32.
 
     modelopt's ``_tensor_quant``: ``clamp(round(w * (maxbound / amax)))``, amax <= 2**-24 giving 0.
@@ -176,7 +176,7 @@ def quantize_weight(weight: torch.Tensor, bits: int, block_size: int | None = No
     # the right layout.
     groups = w.view(out, 1, inp) if spec.block_size is None else w.view(out, inp // spec.block_size, spec.block_size)
     amax = groups.abs().amax(dim=-1, keepdim=True)
-    codes, scales = _symmetric_codes(groups, amax, bits)
+    codes, scales = symmetric_codes(groups, amax, bits)
     codes = codes.view(out, inp)
     scales = scales.reshape(out) if spec.block_size is None else scales.reshape(out, inp // spec.block_size)
     return QuantizedLinear(codes, scales.contiguous(), spec.block_size, bits, name)
@@ -204,44 +204,6 @@ def default_spec(bits: int, block_size: int | None = None) -> WeightQuantization
 def quantized_linears(model: nn.Module, bits: int, block_size: int | None = None) -> dict[str, QuantizedLinear]:
     """``quantize_model`` with this harness's defaults: what backend adapters (Tripy) load."""
     return quantize_model(model, default_spec(bits, block_size))
-
-
-def quantized_weights_from_modelopt(model: nn.Module) -> dict[str, QuantizedLinear]:
-    """Read the calibrated weight quantizers of a modelopt-quantized model into plain tensors.
-
-    Codes are recomputed from the layer's float weight with the quantizer's own amax, exactly
-    as modelopt's fake quantizer does. The amax layout is checked, not assumed: per channel it
-    must hold ``out`` values, block-wise ``out * in / B`` values in modelopt's row-major order.
-    """
-    result = {}
-    for name, module in model.named_modules():
-        quantizer = getattr(module, "weight_quantizer", None)
-        if quantizer is None or not getattr(quantizer, "is_enabled", False):
-            continue
-        weight = module.weight.detach().to(torch.float32)
-        out, inp = weight.shape
-        bits = quantizer.num_bits
-        if bits not in MAXBOUND:
-            raise ScaleLayoutError(f"layer {name!r}: unsupported num_bits {bits!r}")
-        block_sizes = quantizer.block_sizes or {}
-        block_size = block_sizes.get(-1) or block_sizes.get(1)
-        amax = quantizer.amax
-        if amax is None:
-            raise ScaleLayoutError(f"layer {name!r}: weight quantizer has no amax; was the model calibrated?")
-        amax = amax.detach().to(torch.float32)
-        expected = out if block_size is None else out * inp // block_size
-        if amax.numel() != expected:
-            raise ScaleLayoutError(f"layer {name!r}: modelopt amax has {amax.numel()} values (shape {tuple(amax.shape)}), "
-                                   f"expected {expected} for weight {tuple(weight.shape)}, block_size {block_size}")
-        amax = amax.reshape(out, 1, 1) if block_size is None else amax.reshape(out, inp // block_size, 1)
-        groups = weight.view(out, 1, inp) if block_size is None else weight.view(out, inp // block_size, block_size)
-        codes, scales = _symmetric_codes(groups, amax, bits)
-        codes = codes.view(out, inp)
-        scales = scales.reshape(out) if block_size is None else scales.reshape(out, inp // block_size)
-        result[name] = QuantizedLinear(codes, scales.contiguous(), block_size, bits, name)
-    if not result:
-        raise ScaleLayoutError("no enabled weight quantizer found: is this a modelopt-quantized model?")
-    return result
 
 
 def check_scales_fit(weights: dict[str, torch.Tensor], quantized: dict[str, QuantizedLinear]) -> None:

@@ -1,4 +1,4 @@
-"""Greedy decoding for any target, and the tie-aware comparison of its tokens with the reference's.
+"""Checks layer: greedy decoding for any target, and the tie-aware comparison of its tokens with the reference's.
 
 One loop serves every target. A target is seen as ``forward(idx [B, T]) -> logits [B, T, V]``:
 
@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from harness.api import Capabilities
-from harness.policies import TolerancePolicy, Verdict
+from harness.core.policies import TolerancePolicy, Verdict
+from harness.core.targets import Capabilities
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 """A target seen by the decoder: ``idx`` [B, T] int64 -> logits [B, T, V]."""

@@ -1,4 +1,4 @@
-"""The pytest plugin: options, target registration and parametrization, hardware gating, records.
+"""Pytest glue: the pytest plugin: options, target registration and parametrization, hardware gating, records.
 
 Loaded by the repository's ``conftest.py``. Every test that takes a ``target`` argument is
 parametrized over the selected targets and carries the target's hardware marker (``cpu``,
@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from harness import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
-from harness.api import Target, registry
-from harness.records import RecordWriter
-from harness.report import write_session_report
-from harness.session import ConformanceSession, Options
+from harness.checks.session import ConformanceSession, Options
+from harness.core.records import RecordWriter
+from harness.core.targets import Target, registry
+from harness.pytest_plugin import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
+from harness.report.render import write_session_report
+from reference.checkpoint import GPT2_DIR_ENV
 
-# The latency tier's options, fixture and settings live in their own plugin module.
-pytest_plugins = ["harness.latency"]
+# The latency tier's options and fixture, and the mapping of library exceptions to outcomes.
+pytest_plugins = ["harness.pytest_plugin.latency", "harness.pytest_plugin.outcomes"]
 
-GPT2_DIR_ENV = "GPT_CONFORMANCE_GPT2_DIR"
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()
 SLOW_DESELECTED = pytest.StashKey[int]()

@@ -1,4 +1,4 @@
-"""Property checks on one (model, input) example: parity with the fp64 oracle, and invariants.
+"""Checks layer: property checks on one (model, input) example: parity with the fp64 oracle, and invariants.
 
 Every check is judged under the target's own tolerance policy and recorded:
 
@@ -34,18 +34,18 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import torch
 from hypothesis import given, reject, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from harness.api import Target
-from harness.conformance import Truth, cross_entropy, parity_verdicts
-from harness.metrics import logit_metrics, loss_metrics
-from harness.policies import Verdict, get_policy, judge_logits, judge_loss
-from harness.precision import low_precision_of, output_arithmetic_verdicts
-from harness.strategies import InputCase, ModelCase, build_model, input_cases, model_cases
+from harness.checks.conformance import Truth, cross_entropy, parity_verdicts
+from harness.checks.precision import low_precision_of, output_arithmetic_verdicts
+from harness.checks.strategies import InputCase, ModelCase, build_model, input_cases, model_cases
+from harness.core.errors import CheckError, UnsupportedHere
+from harness.core.metrics import logit_metrics, loss_metrics
+from harness.core.policies import Verdict, get_policy, judge_logits, judge_loss
+from harness.core.targets import Target
 from reference.goldens import reference_outputs
 
 CASE_ID = "property"
@@ -131,7 +131,7 @@ def is_final_run() -> bool:
 class ExampleChecker:
     """Runs and judges every property on the inputs of one model, recording each check."""
 
-    session: Any  # harness.session.ConformanceSession
+    session: Any  # harness.checks.session.ConformanceSession
     target: Target
     model_case: ModelCase
     plugins: tuple[str, ...] = ()
@@ -226,8 +226,8 @@ class ExampleChecker:
         try:
             logits, loss, _ = self.session.run(self.target, self.model, idx, targets, CASE_ID,
                                                seed=self.model_case.seed, check="property-run")
-        except pytest.fail.Exception as exc:
-            raise TargetCrash(f"{exc.msg}\n{self.context(example)}", example) from None
+        except CheckError as exc:
+            raise TargetCrash(f"{exc}\n{self.context(example)}", example) from None
         return logits, loss
 
     def explain(self, check: str, verdict: Verdict, example: dict) -> str:
@@ -283,7 +283,7 @@ def check_drawn(session: Any, target: Target, data: Any, plugins: tuple[str, ...
     for i in range(data.draw(st.integers(1, INPUTS_PER_MODEL), label="number of inputs")):
         try:
             checker.check(data.draw(input_cases(model_case.config, target.capabilities), label=f"input {i}"))
-        except pytest.skip.Exception:
+        except UnsupportedHere:
             if isinstance(data, PinnedDraws):
                 raise
             # The target cannot prepare this drawn model (UnsupportedHere, e.g. int4 blocks that do

@@ -1,9 +1,9 @@
-"""Hypothesis strategies for GPT conformance: configs, weights and inputs, limited by what a target accepts.
+"""Checks layer: Hypothesis strategies for GPT conformance: configs, weights and inputs, limited by what a target accepts.
 
 Reusable by any target's tests::
 
     from hypothesis import given, strategies as st
-    from harness.strategies import model_cases, input_cases, build_model
+    from harness.checks.strategies import model_cases, input_cases, build_model
 
     @given(data=st.data())
     def test_mine(data):
@@ -29,7 +29,7 @@ from functools import lru_cache
 import torch
 from hypothesis import strategies as st
 
-from harness.api import Capabilities
+from harness.core.targets import Capabilities
 from reference.cases import CaseSpec, build_case
 from reference.model import GPT, GPTConfig
 

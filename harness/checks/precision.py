@@ -1,6 +1,6 @@
-"""Two-level verdicts for low-precision and quantized targets.
+"""Checks layer: two-level verdicts for low-precision and quantized targets.
 
-A target opts in by declaring ``low_precision`` (a ``harness.quant.LowPrecision``); nothing here
+A target opts in by declaring ``low_precision`` (a ``harness.core.quant.LowPrecision``); nothing here
 looks at its name.
 
 1. **Arithmetic** (``arithmetic_verdict``): is the backend computing what it claims? Its logits
@@ -22,15 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pytest
 import torch
 
-from harness.api import Target
-from harness.conformance import run_checked
-from harness.decode import greedy_decode
-from harness.metrics import logit_metrics, loss_metrics
-from harness.policies import Verdict, error_verdict, get_policy, judge_logits, judge_loss
-from harness.quant import (
+from harness.checks.conformance import run_checked
+from harness.checks.decode import greedy_decode
+from harness.checks.session import ConformanceSession
+from harness.core.errors import UnsupportedHere
+from harness.core.metrics import logit_metrics, loss_metrics
+from harness.core.policies import Verdict, error_verdict, get_policy, judge_logits, judge_loss
+from harness.core.quant import (
     LowPrecision,
     QuantizedLinear,
     ScaleLayoutError,
@@ -40,7 +40,7 @@ from harness.quant import (
     quantizable_linears,
     wrong_layout_weights,
 )
-from harness.session import ConformanceSession
+from harness.core.targets import Target
 from reference.cases import CaseSpec
 from reference.families import family_of
 
@@ -58,7 +58,7 @@ _REFERENCE_GREEDY: weakref.WeakKeyDictionary[torch.nn.Module, list[int]] = weakr
 def low_precision_of(target: Target) -> LowPrecision | None:
     declared = getattr(target, "low_precision", None)
     if declared is not None and not isinstance(declared, LowPrecision):
-        raise TypeError(f"target {target.name!r}: low_precision must be a harness.quant.LowPrecision, "
+        raise TypeError(f"target {target.name!r}: low_precision must be a harness.core.quant.LowPrecision, "
                         f"got {type(declared).__name__}")
     return declared
 
@@ -67,7 +67,7 @@ def require_low_precision(target: Target) -> LowPrecision:
     """The target's declaration, or a skip saying why the check does not apply."""
     declared = low_precision_of(target)
     if declared is None:
-        pytest.skip(f"{target.name}: not a low-precision target (declares no low_precision)")
+        raise UnsupportedHere(f"{target.name}: not a low-precision target (declares no low_precision)")
     return declared
 
 
@@ -81,7 +81,7 @@ def reported_quantized_weights(target: Target, runnable: Any, model: torch.nn.Mo
     if not isinstance(quantized, Mapping) or not quantized:
         raise ScaleLayoutError(f"target {target.name!r} declares weight quantization but reports no quantized "
                                f"weights (runnable.quantized_weights or target.quantized_weights(model): "
-                               f"name -> harness.quant.QuantizedLinear)")
+                               f"name -> harness.core.quant.QuantizedLinear)")
     quantized = dict(quantized)
     floats = {name: linear.weight for name, linear in quantizable_linears(model).items()}
     check_scales_fit(floats, quantized)
@@ -228,23 +228,3 @@ def quality_verdict(session: ConformanceSession, target: Target, spec: CaseSpec)
     except KeyError as exc:
         verdict = error_verdict("quality", policy.name, exc)
     return verdict, greedy
-
-
-COST_COLUMNS = ("max_rel", "top1_agreement", "kl_mean", "ppl_ratio", "greedy_divergence_index")
-
-
-def precision_cost_rows(records: list[dict]) -> list[dict]:
-    """One row per (target, case) from ``quality`` records: what each precision costs, with the
-    arithmetic verdict of the same target and case beside it. Where records of several runs are
-    read, the last record of a (target, case) wins."""
-    arithmetic = {(r["target"], r["case"]): r["status"] for r in records if r.get("check") == "arithmetic"}
-    rows = {}
-    for r in records:
-        if r.get("check") != "quality":
-            continue
-        key = (r["target"], r["case"])
-        metrics = r.get("metrics") or {}
-        rows[key] = {"target": r["target"], "precision": r.get("precision"), "case": r["case"],
-                     "arithmetic": arithmetic.get(key, "-"), "quality": r["status"],
-                     **{c: metrics.get(c) for c in COST_COLUMNS}}
-    return sorted(rows.values(), key=lambda row: (row["precision"] or "", row["target"], row["case"]))

@@ -1,4 +1,4 @@
-"""Tolerance policies (data, named by precision class) and the verdicts they produce.
+"""Core layer: tolerance policies (data, named by precision class) and the verdicts they produce.
 
 A gate bounds one metric. Most gates are *relative to the fp32 eager reference's own error*
 against the fp64 truth, torchbench's idea (``torch._dynamo.utils.same``)::

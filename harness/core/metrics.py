@@ -1,4 +1,4 @@
-"""Logit and loss metrics against the fp64 oracle, computed in row chunks.
+"""Core layer: logit and loss metrics against the fp64 oracle, computed in row chunks.
 
 GPT-2's logits for 4x1024 tokens are 0.8 GB in fp32, so nothing here materialises a full-size
 fp64 copy or difference tensor: rows are processed ``chunk_rows`` at a time and only scalars are

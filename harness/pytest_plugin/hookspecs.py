@@ -1,4 +1,4 @@
-"""Hooks that pytest plugins implement to extend gpt-conformance."""
+"""Pytest glue: hooks that pytest plugins implement to extend gpt-conformance."""
 
 import pluggy
 

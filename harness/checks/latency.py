@@ -1,7 +1,7 @@
-"""The latency tier: pytest-benchmark timings of every target, read as ratios against eager.
+"""Checks layer: the latency tier's measurement, timings of every target read as ratios against eager.
 
-A pytest plugin (loaded by ``harness.plugin``) with the tier's options and ``LatencyRun``, which a
-latency case uses to time one target on one input:
+``LatencyRun`` times one target on one input for a latency case (the tier's options and fixture
+are in ``harness.pytest_plugin.latency``; the timer is pytest-benchmark's ``benchmark`` object):
 
 1. prepare the target and make its first call through the checked path; ``prepare_s`` plus that
    call is the *time to first result* (compile or export included), reported apart from latency;
@@ -20,21 +20,20 @@ pytest-benchmark against a baseline saved on the same machine.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 import torch
 
-from harness.api import Target
-from harness.conformance import Truth, parity_verdicts
-from harness.peak_flops import parse_peak_option, peak_for
-from harness.policies import Verdict
-from harness.precision import low_precision_of, output_arithmetic_verdict
-from harness.session import ConformanceSession
-from harness.timing import TimingSummary, mfu, ratio_vs_baseline, summarize, time_rounds
+from harness.checks.conformance import Truth, parity_verdicts
+from harness.checks.precision import low_precision_of, output_arithmetic_verdict
+from harness.checks.session import ConformanceSession
+from harness.core.errors import CheckFailed, UnsupportedHere
+from harness.core.peak_flops import peak_for
+from harness.core.policies import Verdict
+from harness.core.targets import Target
+from harness.core.timing import TimingSummary, mfu, ratio_vs_baseline, summarize, time_rounds
 from reference.goldens import reference_outputs
 from reference.model import GPT
 
@@ -66,37 +65,6 @@ PROFILES = {
 class LatencySettings:
     profile: LatencyProfile
     peak_overrides: dict[str, float] = field(default_factory=dict)
-
-
-SETTINGS_KEY = pytest.StashKey[LatencySettings]()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("gpt-conformance-latency", "GPT conformance latency tier (marker `latency`)")
-    group.addoption("--latency-profile", choices=sorted(PROFILES), default=None,
-                    help="rounds and generated tokens of the latency cases: quick (default) or nightly; "
-                         f"default from ${PROFILE_ENV}, else nightly when --hypothesis-profile=nightly")
-    group.addoption("--peak-flops", action="append", default=[], metavar="[DEVICE=]FLOPS",
-                    help="peak FLOP/s for MFU, e.g. 989e12 or cuda=989e12 (DEVICE: cpu, cuda, neuron); "
-                         "repeatable; default: a datasheet table for A100/H100/H200 and trn1, an estimate for CPUs")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    name = config.getoption("latency_profile") or os.environ.get(PROFILE_ENV)
-    if name is None:
-        name = "nightly" if config.getoption("hypothesis_profile", None) == "nightly" else "quick"
-    if name not in PROFILES:
-        raise pytest.UsageError(f"${PROFILE_ENV}={name!r}: unknown latency profile; known: {sorted(PROFILES)}")
-    try:
-        overrides = parse_peak_option(config.getoption("peak_flops"))
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    config.stash[SETTINGS_KEY] = LatencySettings(PROFILES[name], overrides)
-
-
-@pytest.fixture(scope="session")
-def latency_settings(request: pytest.FixtureRequest) -> LatencySettings:
-    return request.config.stash[SETTINGS_KEY]
 
 
 def forward_flops(model: GPT, batch: int, seq_len: int) -> float:
@@ -141,7 +109,7 @@ class LatencyRun:
             return
         self.conformance.record(self.target, self.case_id, self.check, None, config, input_shape, None,
                                 status="skip", message=reason)
-        pytest.skip(reason)
+        raise UnsupportedHere(reason)
 
     def first_result(self, model: GPT, idx: torch.Tensor, seed: Any) -> dict[str, Any]:
         """Prepare, call once (checked), and judge that output (against fp64, or for a low-precision
@@ -160,8 +128,8 @@ class LatencyRun:
         if not verdict.passed:
             self.conformance.record(self.target, self.case_id, self.check, verdict, model.config, tuple(idx.shape),
                                     seed, message="not timed: first output is wrong: " + verdict.message)
-            pytest.fail(f"{self.target.name} on {self.case_id}: not timed, output is wrong\n{verdict.explain()}",
-                        pytrace=False)
+            raise CheckFailed(f"{self.target.name} on {self.case_id}: not timed, output is wrong\n{verdict.explain()}",
+                              verdict)
         return {"prepare_s": prepared.prepare_seconds, "first_call_s": first_call_s,
                 "time_to_first_result_s": prepared.prepare_seconds + first_call_s,
                 "prepared_before": prepared_before}

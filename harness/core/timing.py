@@ -1,4 +1,4 @@
-"""Latency arithmetic: summaries of per-round timings, ratios against eager, FLOP/s and MFU.
+"""Core layer: latency arithmetic: summaries of per-round timings, ratios against eager, FLOP/s and MFU.
 
 Pure functions on lists of seconds, so the numbers the records show can be checked on synthetic
 timings. Absolute times on a shared machine are noise; the figure a user should read is a

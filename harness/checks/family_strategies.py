@@ -1,4 +1,4 @@
-"""Hypothesis strategies for model-family configs.
+"""Checks layer: Hypothesis strategies for model-family configs.
 
 ``nanochat_configs`` draws valid ``NanochatConfig``s: ``n_kv_head`` is drawn from the divisors of
 ``n_head`` and the head dimension is even (rotary embeddings rotate channel pairs). Shrinking goes

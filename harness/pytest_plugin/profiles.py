@@ -1,4 +1,4 @@
-"""Hypothesis settings profiles, chosen with ``--hypothesis-profile``.
+"""Pytest glue: Hypothesis settings profiles, chosen with ``--hypothesis-profile``.
 
 - ``dev`` (default): few examples, so ``pytest -m cpu`` stays fast on a 2-core laptop.
 - ``ci``: derandomized (the same examples every run), no database writes.

@@ -1,4 +1,4 @@
-"""Peak FLOP/s per device, the denominator of MFU, each with the label of where it came from.
+"""Core layer: peak FLOP/s per device, the denominator of MFU, each with the label of where it came from.
 
 The user's ``--peak-flops`` always wins. Otherwise a small table of datasheet figures, and for a
 CPU an *estimate* from its cores, clock and SIMD width, labelled as such: no datasheet gives a

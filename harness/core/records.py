@@ -1,4 +1,4 @@
-"""Machine-readable records: one JSON line per check, appended and flushed as the run goes, so a
+"""Core layer: machine-readable records: one JSON line per check, appended and flushed as the run goes, so a
 crash loses nothing already checked."""
 
 from __future__ import annotations

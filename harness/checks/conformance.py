@@ -1,4 +1,4 @@
-"""Running targets and judging them: the part every case shares.
+"""Checks layer: running targets and judging them: the part every case shares.
 
 ``PreparedTargets`` prepares each (target, model) pair once and reuses the runnable across inputs
 (Hypothesis examples, named cases), so no backend recompiles because only the input changed.
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.api import Runnable, Target
-from harness.metrics import logit_metrics, loss_metrics
-from harness.policies import Verdict, get_policy, judge_logits, judge_loss
+from harness.core.metrics import logit_metrics, loss_metrics
+from harness.core.policies import Verdict, get_policy, judge_logits, judge_loss
+from harness.core.targets import Runnable, Target
 from reference.families import family_of
 from reference.model import check_inputs
 

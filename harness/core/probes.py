@@ -1,4 +1,4 @@
-"""Can a target run on this machine? Each probe answers with the exact reason when it cannot.
+"""Core layer: can a target run on this machine? Each probe answers with the exact reason when it cannot.
 
 Probes run when a test is set up, never at import or collection time: nothing here imports a
 backend package or touches CUDA or Neuron until a test asks.

@@ -1,9 +1,9 @@
-"""The state one pytest session shares across cases: prepared targets, goldens, records.
+"""Checks layer: the state one run shares across cases: prepared targets, goldens, records.
 
 Cases call into a ``ConformanceSession`` (the ``conformance`` fixture) instead of talking to
 targets themselves, so that every check is run, judged and recorded the same way, and a target
 that raises or returns garbage becomes an ``error`` verdict in the records, never a crash of the
-whole run and never a pass.
+whole run and never a pass. Outcomes are raised as ``harness.core.errors`` exceptions.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
-from harness.api import Target, TargetRegistry, UnsupportedHere
-from harness.conformance import Prepared, PreparedTargets, Truth, parity_verdicts, run_checked
-from harness.decode import NonFiniteLogitsError, ReferenceGreedy, choose_window, compare_greedy, greedy_verdict
-from harness.metrics import abs_error_histogram
-from harness.policies import Verdict, error_verdict, get_policy
-from harness.records import RecordWriter
+from harness.checks.conformance import Prepared, PreparedTargets, Truth, parity_verdicts, run_checked
+from harness.checks.decode import NonFiniteLogitsError, ReferenceGreedy, choose_window, compare_greedy, greedy_verdict
+from harness.core.errors import CheckError, CheckFailed, UnsupportedHere
+from harness.core.metrics import abs_error_histogram
+from harness.core.policies import Verdict, error_verdict, get_policy
+from harness.core.records import RecordWriter
+from harness.core.targets import Target, TargetRegistry
 from reference.cases import CaseSpec
 from reference.goldens import GOLDEN_DIR, Golden, GoldenError, load_golden, write_golden
 
@@ -69,11 +69,11 @@ class ConformanceSession:
             return self.prepared.get(target, model)
         except UnsupportedHere as exc:
             self.record(target, case_id, "prepare", None, model.config, None, None, status="skip", message=str(exc))
-            pytest.skip(f"{target.name}: {exc}")
+            raise UnsupportedHere(f"{target.name}: {exc}") from None
         except Exception as exc:
             verdict = error_verdict("prepare", target.precision, exc)
             self.record(target, case_id, "prepare", verdict, model.config, None, None)
-            pytest.fail(f"{target.name}: prepare raised {type(exc).__name__}: {exc}", pytrace=False)
+            raise CheckError(f"{target.name}: prepare raised {type(exc).__name__}: {exc}") from None
 
     def run(self, target: Target, model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None,
             case_id: str, seed: Any = None, check: str = "run") -> tuple[torch.Tensor, torch.Tensor | None, float]:
@@ -84,11 +84,11 @@ class ConformanceSession:
             logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
         except UnsupportedHere as exc:
             self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip", message=str(exc))
-            pytest.skip(f"{target.name}: {exc}")
+            raise UnsupportedHere(f"{target.name}: {exc}") from None
         except Exception as exc:
             verdict = error_verdict(check, target.precision, exc)
             self.record(target, case_id, check, verdict, model.config, tuple(idx.shape), seed)
-            pytest.fail(f"{target.name} on {case_id}: {type(exc).__name__}: {exc}", pytrace=False)
+            raise CheckError(f"{target.name} on {case_id}: {type(exc).__name__}: {exc}") from None
         return logits, loss, time.perf_counter() - start
 
     def named_outputs(self, target: Target, golden: Golden) -> tuple[torch.Tensor, torch.Tensor | None, float]:
@@ -108,7 +108,7 @@ class ConformanceSession:
         except GoldenError as exc:
             self.record(target, spec.name, check, error_verdict(check, target.precision, exc), spec.config,
                         (spec.batch, spec.seq_len), spec.seed)
-            pytest.fail(f"golden for {spec.name!r} unusable: {exc}", pytrace=False)
+            raise CheckError(f"golden for {spec.name!r} unusable: {exc}") from None
         logits, loss, seconds = self.named_outputs(target, golden)
         truth = Truth(golden.logits64, golden.loss64, golden.logits32, golden.loss32)
         logits_verdict, loss_verdict = parity_verdicts(target, truth, logits, loss)
@@ -127,12 +127,12 @@ class ConformanceSession:
         if family not in target.capabilities.families:
             message = f"target supports model families {sorted(target.capabilities.families)}, not {family!r}"
             self.record(target, case_id, "family", None, config, None, None, status="skip", message=message)
-            pytest.skip(f"{target.name}: {message}")
+            raise UnsupportedHere(f"{target.name}: {message}") from None
 
     def check_greedy(self, target: Target, model: torch.nn.Module, reference: ReferenceGreedy, case_id: str,
                      decode: Callable[[list[int]], str] | None = None) -> Verdict:
         """Greedy-decode ``model`` on ``target``, compare it tie-aware with ``reference`` (see
-        ``harness.decode``) under the target's ``greedy_margin``, and record the comparison."""
+        ``harness.checks.decode``) under the target's ``greedy_margin``, and record the comparison."""
         config = model.config
         fed = len(reference.prompt) + len(reference.tokens) - 1  # the last new token is never fed back
         window = choose_window(target.capabilities, fed, config.block_size)
@@ -144,7 +144,7 @@ class ConformanceSession:
         if limit is not None:
             message = f"the greedy check feeds {fed} tokens; the target takes at most {limit}"
             self.record(target, case_id, "greedy", None, config, shape, None, status="skip", message=message)
-            pytest.skip(f"{target.name}: {message}")
+            raise UnsupportedHere(f"{target.name}: {message}") from None
         policy = get_policy(target.precision)
 
         def forward(idx: torch.Tensor) -> torch.Tensor:
@@ -156,7 +156,7 @@ class ConformanceSession:
         except NonFiniteLogitsError as exc:
             verdict = error_verdict("greedy", target.precision, exc)
             self.record(target, case_id, "greedy", verdict, config, shape, None)
-            pytest.fail(f"{target.name} on {case_id}: {exc}", pytrace=False)
+            raise CheckError(f"{target.name} on {case_id}: {exc}") from None
         verdict = greedy_verdict(comparison, policy, decode)
         self.record(target, case_id, "greedy", verdict, config, shape, None, duration=time.perf_counter() - start,
                     extra={"greedy": comparison.summary(decode)})
@@ -189,6 +189,6 @@ class ConformanceSession:
 
 
 def assert_verdict(verdict: Verdict) -> None:
-    """Fail the test with the verdict's explanation unless it passed."""
+    """Raise ``CheckFailed`` with the verdict's explanation unless it passed."""
     if not verdict.passed:
-        pytest.fail(verdict.explain(), pytrace=False)
+        raise CheckFailed(verdict.explain(), verdict)

@@ -1,3 +1,0 @@
-"""Thin on purpose: the harness's pytest plugin does the work."""
-
-pytest_plugins = ["harness.plugin"]

@@ -1,0 +1,178 @@
+"""Core layer: what a backend target is (``Target``, its ``Requirements`` and ``Capabilities``)
+and the registry that holds the targets of a run. Backend authors import these through
+``harness.api``, which documents the contract."""
+
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Protocol
+
+import torch
+
+from harness.core.policies import get_policy
+from harness.core.probes import (
+    AVAILABLE,
+    Availability,
+    first_unavailable,
+    probe_cuda,
+    probe_neuron_device,
+    probe_package,
+)
+from reference.families import FAMILIES
+
+ENTRY_POINT_GROUP = "gpt_conformance.targets"
+# Every model family the reference defines; a target that is family-agnostic declares these.
+ALL_FAMILIES = frozenset(FAMILIES)
+# The pytest marker of each device kind: the hardware tier a target's tests belong to.
+DEVICE_MARKERS = {"cpu": "cpu", "cuda": "gpu", "neuron": "trn1"}
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a target needs. ``packages`` holds (import name, pip extra or None) pairs."""
+
+    packages: tuple[tuple[str, str | None], ...] = ()
+    device: str = "cpu"  # "cpu" | "cuda" | "neuron"
+    min_cuda_capability: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICE_MARKERS:
+            raise ValueError(f"Requirements.device must be one of {sorted(DEVICE_MARKERS)}, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target can run. Cases and strategies read these instead of naming backends.
+
+    - ``dynamic_shapes``: any (batch, seq_len) up to the maxima, else only ``static_shapes``.
+    - ``static_shapes``: the (batch, seq_len) buckets a static target was built for; inputs are
+      padded up to one of them by the target itself.
+    - ``families``: model families the target can express (``"nanogpt"``, ``"nanochat"``: see
+      ``reference.families``); cases of other families skip with the reason.
+    - ``returns_loss``: whether the runnable computes the loss itself.
+    """
+
+    dynamic_shapes: bool = True
+    max_batch: int | None = None
+    max_seq_len: int | None = None
+    static_shapes: tuple[tuple[int, int], ...] = ()
+    families: frozenset[str] = frozenset({"nanogpt"})
+    returns_loss: bool = True
+
+    def accepts(self, batch: int, seq_len: int) -> bool:
+        if self.max_batch is not None and batch > self.max_batch:
+            return False
+        if self.max_seq_len is not None and seq_len > self.max_seq_len:
+            return False
+        if not self.dynamic_shapes and self.static_shapes:
+            return any(batch <= b and seq_len <= s for b, s in self.static_shapes)
+        return True
+
+
+class Runnable(Protocol):
+    """What ``Target.prepare`` returns: a callable from token ids (and targets) to outputs."""
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return (logits [B, T, V] for every position, loss or None)."""
+
+
+class Target:
+    """Base class of every backend target; override ``prepare`` (and ``probe`` if needed)."""
+
+    name: str = ""
+    precision: str = "fp32"
+    description: str = ""
+    requirements: Requirements = Requirements()
+    capabilities: Capabilities = Capabilities()
+    # Extra pytest markers on every test of this target, e.g. ("slow",) for a target whose first
+    # compile takes tens of seconds, so ``-m "not slow"`` leaves it out. Registered markers only.
+    marks: tuple[str, ...] = ()
+
+    def probe(self) -> Availability:
+        """Can this target run here? Default: every required package imports and the device exists."""
+        req = self.requirements
+        checks = [probe_package(module, extra) for module, extra in req.packages]
+        if req.device == "cuda":
+            checks.append(probe_cuda(req.min_cuda_capability))
+        elif req.device == "neuron":
+            checks.append(probe_neuron_device())
+        return first_unavailable(*checks) if checks else AVAILABLE
+
+    def prepare(self, model: torch.nn.Module, config: Any) -> Runnable:
+        raise NotImplementedError(f"target {self.name!r} does not implement prepare()")
+
+    def environment(self) -> dict[str, Any]:
+        """Versions and settings that belong in every record of this target (compiler args...)."""
+        return {}
+
+    @property
+    def marker(self) -> str:
+        return DEVICE_MARKERS[self.requirements.device]
+
+    def __repr__(self) -> str:
+        return f"<Target {self.name} precision={self.precision} device={self.requirements.device}>"
+
+
+class TargetRegistry:
+    """Targets by name. The harness's run uses the module-level ``registry``; plugins add to it
+    through an entry point or the ``pytest_gpt_conformance_register(registry)`` hook."""
+
+    def __init__(self) -> None:
+        self._targets: dict[str, Target] = {}
+        self.sources: dict[str, str] = {}
+
+    def register(self, target: Target, source: str = "direct") -> Target:
+        """Add ``target``; ``source`` names where it came from in error messages. Registering the
+        same object twice is harmless; a different target under a taken name is an error."""
+        if not isinstance(target, Target):
+            raise TypeError(f"{source}: expected a harness.api.Target, got {type(target).__name__}")
+        if not target.name:
+            raise ValueError(f"{source}: target {type(target).__name__} has no name")
+        get_policy(target.precision)  # fail registration early on an unknown precision class
+        existing = self._targets.get(target.name)
+        if existing is not None and existing is not target:
+            raise ValueError(f"target name {target.name!r} registered twice ({self.sources[target.name]} and {source})")
+        self._targets[target.name] = target
+        self.sources[target.name] = source
+        return target
+
+    def register_all(self, obj: Any, source: str) -> None:
+        """Register a Target, an iterable of Targets, or what a callable returns."""
+        if callable(obj) and not isinstance(obj, Target):
+            obj = obj()
+        items = [obj] if isinstance(obj, Target) else list(obj)
+        for item in items:
+            self.register(item, source)
+
+    def load_entry_points(self) -> list[str]:
+        """Load every ``gpt_conformance.targets`` entry point; return a list of load errors."""
+        errors = []
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                self.register_all(ep.load(), source=f"entry point {ep.name} = {ep.value}")
+            except Exception as exc:  # a broken plugin must not take the whole run down
+                errors.append(f"entry point {ep.name} = {ep.value}: {type(exc).__name__}: {exc}")
+        return errors
+
+    def get(self, name: str) -> Target:
+        try:
+            return self._targets[name]
+        except KeyError:
+            raise KeyError(f"no target {name!r}; registered: {sorted(self._targets)}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._targets)
+
+    def __iter__(self):
+        return iter(self._targets[n] for n in self.names())
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._targets
+
+
+registry = TargetRegistry()

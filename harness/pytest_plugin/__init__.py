@@ -1,0 +1,1 @@
+"""Pytest glue: the harness as a pytest plugin (registered through the ``pytest11`` entry point)."""

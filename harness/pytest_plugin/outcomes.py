@@ -1,0 +1,23 @@
+"""Pytest glue: the one place where the library's exceptions become pytest outcomes.
+
+``UnsupportedHere`` is a skip with its message; ``CheckFailed`` and ``CheckError`` are failures
+that print their message (every gate, or what the target did) without a Python traceback, since
+the record already holds the verdict and a traceback into the harness says nothing about the
+target.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.core.errors import CheckError, CheckFailed, UnsupportedHere
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    try:
+        return (yield)
+    except UnsupportedHere as exc:
+        pytest.skip(str(exc))
+    except (CheckFailed, CheckError) as exc:
+        pytest.fail(str(exc), pytrace=False)
