@@ -68,7 +68,8 @@ def policy_markdown(policy) -> str:
     for level, field, baseline, scale in LEVELS:
         for gate in getattr(policy, field, ()) or ():
             numel = str(gate.min_numel) if gate.min_numel else ""
-            lines.append(f"| {level} | `{gate.metric}` | `{_cell(bound_formula(gate, baseline, scale))}` "
+            # Python-Markdown keeps a pipe inside a code span in its cell: the formula stays unescaped.
+            lines.append(f"| {level} | `{gate.metric}` | `{bound_formula(gate, baseline, scale)}` "
                          f"| {numel} | {_cell(gate.reason)} |")
     margin = getattr(policy, "greedy_margin", 0.0)
     lines += ["", f"**greedy_margin**: {_num(margin)}"
