@@ -1,0 +1,87 @@
+"""mkdocs hook: generate docs/policies.md's tables from the registered tolerance policies.
+
+The page holds a placeholder line, ``<!-- policies:table -->``; ``on_page_markdown`` replaces it
+with every registered policy: its description, one row per gate (level, metric, bound formula,
+min_numel, reason) and its greedy margin. The page is rebuilt from the code on every
+``mkdocs build``, so it cannot disagree with the code.
+
+Registered in mkdocs.yml under ``hooks:``. Needs the project importable (``pip install -e .``).
+"""
+
+from __future__ import annotations
+
+PLACEHOLDER = "<!-- policies:table -->"
+
+
+def _load_policies() -> dict:
+    """Every registered TolerancePolicy by name. Importing the targets registers their policies.
+
+    The only place that knows where the harness keeps its registry and its policies."""
+    from harness.api import registry
+
+    registry.load_entry_points()
+    from harness.policies import POLICIES
+
+    return dict(POLICIES)
+
+
+# Per level: (which field of the policy, what the multiplier multiplies, what floor_rel multiplies).
+LEVELS = (
+    ("logits", "logit_gates", "eager_fp32_err", "max|truth|"),
+    ("loss", "loss_gates", "eager_fp32_err", "|loss|"),
+    ("arithmetic", "arithmetic_gates", "same_weights_ref_err", "max|truth|"),
+    ("arithmetic loss", "arithmetic_loss_gates", "same_weights_ref_err", "|loss|"),
+    ("quality", "quality_gates", "", ""),
+)
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def bound_formula(gate, baseline: str, scale: str) -> str:
+    """The bound a gate puts on its metric, written out from the Gate's fields."""
+    if gate.direction == "min":
+        return f"value >= {_num(gate.floor_abs)}"
+    terms = []
+    if gate.multiplier:
+        terms.append(f"{_num(gate.multiplier)} x {baseline}")
+    if gate.floor_abs:
+        terms.append(_num(gate.floor_abs))
+    if gate.floor_rel:
+        terms.append(f"{_num(gate.floor_rel)} x {scale}")
+    return "value <= " + (" + ".join(terms) if terms else "0")
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def policy_markdown(policy) -> str:
+    lines = [f"## `{policy.name}`", ""]
+    if policy.description:
+        lines += [policy.description, ""]
+    lines += [
+        "| level | metric | bound | min_numel | reason |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for level, field, baseline, scale in LEVELS:
+        for gate in getattr(policy, field, ()) or ():
+            numel = str(gate.min_numel) if gate.min_numel else ""
+            # Python-Markdown keeps a pipe inside a code span in its cell: the formula stays unescaped.
+            lines.append(f"| {level} | `{gate.metric}` | `{bound_formula(gate, baseline, scale)}` "
+                         f"| {numel} | {_cell(gate.reason)} |")
+    margin = getattr(policy, "greedy_margin", 0.0)
+    lines += ["", f"**greedy_margin**: {_num(margin)}"
+              + (" (no greedy flip is accepted)" if not margin else ""), ""]
+    return "\n".join(lines)
+
+
+def policies_markdown(policies: dict) -> str:
+    return "\n".join(policy_markdown(policy) for policy in policies.values())  # registration order
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    if PLACEHOLDER not in markdown:
+        return markdown
+    return markdown.replace(PLACEHOLDER, policies_markdown(_load_policies()))
