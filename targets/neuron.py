@@ -12,7 +12,7 @@ Targets:
 
 - ``neuron``: ``torch_neuronx.trace`` with ``--auto-cast none`` (fp32 end to end), policy
   ``fp32-reassoc``: neuronx-cc is a different compiler with its own fused kernels and reduction
-  order, so eager's bit-exact ``fp32`` class does not apply (research/neuron.md 5.2: with
+  order, so eager's bit-exact ``fp32`` class does not apply (docs/sources.md#neuron-compiler-reassociation: with
   auto-cast none, near-fp32 tolerances; not yet measured on hardware).
 - ``neuron-bf16``: ``--auto-cast all --auto-cast-type bf16`` (every fp32 op cast), policy ``bf16``.
 - ``torchscript-trace``: the same pipeline on CPU with ``torch.jit.trace``, policy ``fp32-reassoc``:
@@ -68,7 +68,7 @@ BUCKETS_ENV = "GPT_CONFORMANCE_NEURON_BUCKETS"
 CACHE_ENV = "GPT_CONFORMANCE_NEURON_CACHE"
 CACHE_MAX_ENV = "GPT_CONFORMANCE_NEURON_CACHE_MAX_MB"
 CORES_PER_WORKER_ENV = "GPT_CONFORMANCE_NEURON_CORES_PER_WORKER"
-# The Neuron runtime's core selection (research/neuron.md 1.7): a NeuronCore stays bound to the
+# The Neuron runtime's core selection (docs/sources.md#neuron-runtime-core-selection): a NeuronCore stays bound to the
 # process that took it until that process exits, so parallel workers must take disjoint cores.
 VISIBLE_CORES_ENV = "NEURON_RT_VISIBLE_CORES"
 # torch_neuronx also reads compiler flags from here; they would override our pinned precision.

@@ -8,7 +8,7 @@ Layouts. Our reference uses ``nn.Linear`` (weight ``[out, in]``) and ``nn.Embedd
 (nvtripy/frontend/module/linear.py, embedding.py), so no tensor is transposed; Hugging Face's
 Conv1D transpose already happened in ``reference.checkpoint``.
 
-Quantized weights are issue 5's backend-neutral ``QuantizedLinear`` (``harness.quant``): codes
+Quantized weights are the backend-neutral ``QuantizedLinear`` (``harness.core.quant``): codes
 ``[out, in]``, scales ``[out]`` (per channel) or ``[out, in/block]`` (blocks of ``block_size``
 along in_features). ``tp.Linear`` quantizes its own weight in the graph
 (``dequantize(quantize(weight, weight_scale))``), so it is loaded with the fake-quant weight

@@ -1,8 +1,8 @@
 """Planted-bug targets for the static-shape (Neuron) pipeline, each a bug such pipelines have.
 
-- ``planted-left-padding``: pads on the left and reads the last positions, as AWS's GPT-2 trace
-  sample does; nanoGPT has no attention mask, so real tokens attend to the pads and sit at
-  shifted absolute positions (research/neuron.md 3.1 (b)).
+- ``planted-left-padding``: pads on the left and reads the last positions, as the third-party
+  nanoGPT4NKI example does; nanoGPT has no attention mask, so real tokens attend to the pads and sit at
+  shifted absolute positions (docs/sources.md#padded-static-shapes-and-positions).
 - ``planted-loss-over-pads``: the loss averages over padded positions too (pad targets 0).
 - ``planted-weightless-cache-key``: the artifact cache key leaves out the weights, so a second
   model with the same config and bucket silently gets the first model's compiled graph.

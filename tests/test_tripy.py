@@ -51,7 +51,7 @@ VARIANTS = {
 }
 
 
-# --- a test double of harness.core.quant's QuantizedLinear (issue 5's contract) -------------------
+# --- a test double of harness.core.quant's QuantizedLinear (its contract) -------------------
 
 @dataclass
 class FakeQuantizedLinear:
@@ -292,7 +292,7 @@ def test_int4_scales_on_the_wrong_axis_are_caught(monkeypatch):
     wrong = tripy_example_scale_layout(q, torch.float64)
     assert wrong.shape == (32 // 8, 32)  # a legal [out/B, in] block scale: TensorRT would take it
     assert not torch.allclose(tensorrt_dequantize(q.codes, wrong, None), q.dequantize())
-    monkeypatch.setattr(tripy, "tripy_weight_scale", tripy_example_scale_layout)
+    monkeypatch.setattr(tripy_layout, "tripy_weight_scale", tripy_example_scale_layout)
     with pytest.raises(ValueError, match="scales do not fit the codes"):
         quantized_weight_tensors("layer", q, LinearQuant(4, None), torch.float32)
 

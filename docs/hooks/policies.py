@@ -20,7 +20,7 @@ def _load_policies() -> dict:
     from harness.api import registry
 
     registry.load_entry_points()
-    from harness.policies import POLICIES
+    from harness.core.policies import POLICIES
 
     return dict(POLICIES)
 

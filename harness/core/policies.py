@@ -229,13 +229,13 @@ register_policy(TolerancePolicy(
 
 
 # --- half precision and weight-only quantization -------------------------------------------------
-# Measured on the named cases (scripts in the issue-5 report; CPU, torch 2.13): the reference
+# Measured on the named cases (docs/sources.md#calibration-measurements; CPU, torch 2.13): the reference
 # cast to fp16 is off the fp64 truth by at most 5.0e-4 of the logit range (max_abs / max|truth|)
 # and rmse 1.3e-4 of it; cast to bf16 by 4.1e-3 and 1.1e-3. modelopt fake quant vs the
 # unquantized truth: int8 per channel max 4.2e-3, int4 blocks of 32 max 7.1e-2 of the range.
 # Against the reference with the same weights in the same dtype (level 1), modelopt's targets
 # are within 1.10x (rmse) and 1.56x (max_abs) of that reference's own error.
-# Published yardsticks (llama.cpp perplexity --kl-divergence, LLaMA-3-8B, research/harness.md 5.2):
+# Published yardsticks (llama.cpp perplexity --kl-divergence, LLaMA-3-8B, docs/sources.md#llamacpp-kl-divergence-yardsticks):
 # bf16 vs fp16 same-top-1 99.739%, KLD 2.5e-5; q8_0 97.67%, KLD 1.36e-3; q4_K_M 91.90%, KLD 0.0313,
 # PPL ratio 1.028. Level 2 (quality) is looser than level 1, it says what a precision costs;
 # level 1 (arithmetic) is where a backend's bugs are caught.
@@ -245,7 +245,7 @@ BF16_EPS = 7.8125e-3  # torch.finfo(torch.bfloat16).eps
 
 def _dtype_arithmetic(dtype_name: str) -> tuple[Gate, ...]:
     reason = (f"3x (rmse) / 4x (max_abs) the error of the reference run with the same weights in {dtype_name} "
-              f"(dynamo same() uses 3.0 for reduced precision; the vllm-neuron three-way idea, research/neuron.md 2.4)")
+              f"(dynamo same() uses 3.0 for reduced precision; the vllm-neuron three-way comparison, docs/sources.md#three-way-comparison-vllm-neuron)")
     return (Gate("rmse", multiplier=3.0, reason=reason), Gate("max_abs", multiplier=4.0, reason=reason))
 
 
@@ -275,7 +275,7 @@ register_policy(TolerancePolicy(
     ),
     loss_gates=(Gate("loss_rel", floor_abs=2 * FP16_EPS,
                      reason="two fp16 eps: the loss itself is returned in fp16; measured eager-fp16 <= 7.6e-4"),),
-    greedy_margin=0.02,  # NxD Inference's fp16 divergence tolerance (research/harness.md 4.4)
+    greedy_margin=0.02,  # NxD Inference's fp16 divergence tolerance (docs/sources.md#nxd-inference-greedy-divergence-tolerances)
     arithmetic_gates=_dtype_arithmetic("float16"),
     arithmetic_loss_gates=(Gate("loss_abs", multiplier=3.0, reason="3x the fp16 reference's own loss error"),),
     quality_gates=_quality(0.9974, 3.4e-8, math.exp(2 * 4 * FP16_EPS),
@@ -294,7 +294,7 @@ register_policy(TolerancePolicy(
     ),
     loss_gates=(Gate("loss_rel", floor_abs=2.5e-2,
                      reason="~3 bf16 eps: the loss is returned in bf16; measured eager-bf16 <= 8.8e-3"),),
-    greedy_margin=0.13,  # NxD Inference's bf16 divergence tolerance (research/harness.md 4.4)
+    greedy_margin=0.13,  # NxD Inference's bf16 divergence tolerance (docs/sources.md#nxd-inference-greedy-divergence-tolerances)
     arithmetic_gates=_dtype_arithmetic("bfloat16"),
     arithmetic_loss_gates=(Gate("loss_abs", multiplier=3.0, reason="3x the bf16 reference's own loss error"),),
     quality_gates=_quality(0.9974, 2.2e-6, math.exp(2 * 4 * BF16_EPS),
