@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from harness.checks.precision import (
-    QUALITY_CALIBRATED_CASES,
     arithmetic_verdict,
     quality_metrics,
     quality_verdict,
@@ -44,12 +43,8 @@ def test_quality(target, spec, conformance):
     conformance.require_family(target, spec.family, spec.name, spec.config)
     require_low_precision(target)
     verdict, greedy = quality_verdict(conformance, target, spec)
-    gated = spec.name in QUALITY_CALIBRATED_CASES
     conformance.record(target, spec.name, "quality", verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
-                       extra={"level": "quality", "gated": gated, **greedy})
-    if not gated:
-        pytest.skip(f"{target.name} on {spec.name}: quality recorded, not gated (bounds are calibrated on "
-                    f"{sorted(QUALITY_CALIBRATED_CASES)}): {verdict.explain()}")
+                       extra={"level": "quality", "gated": verdict.status != "recorded", **greedy})
     assert_verdict(verdict)
 
 
@@ -69,7 +64,7 @@ def test_quality_on_zen_text(target, conformance):
     logits, loss, _ = conformance.run(target, model, idx, targets, "zen-text")
     logits64, loss64, _, _ = reference_outputs(model, idx, targets)
     metrics = quality_metrics(logits, loss, logits64, loss64)
-    conformance.record(target, "zen-text", "quality", None, model.config, tuple(idx.shape), None, status="pass",
-                       message="recorded, not gated (quality bounds are calibrated on the random-weight cases)",
+    conformance.record(target, "zen-text", "quality", None, model.config, tuple(idx.shape), None, status="recorded",
+                       message="recorded, not judged (quality bounds are calibrated on the random-weight cases)",
                        extra={"level": "quality", "gated": False, "quality": metrics})
     assert all(math.isfinite(metrics[k]) for k in ("top1_agreement", "kl_mean", "ppl_ratio")), metrics

@@ -14,8 +14,11 @@ from reference.checkpoint import GPT2_DIR_ENV
 def load_registry() -> None:
     """Fill the registry from the ``gpt_conformance.targets`` entry points (once)."""
     if not len(registry):
-        for error in registry.load_entry_points():
-            print(f"warning: failed to load {error}", file=sys.stderr)
+        errors = registry.load_entry_points()
+        for error in errors:
+            print(f"{'error' if error.built_in else 'warning'}: failed to load {error}", file=sys.stderr)
+        if any(error.built_in for error in errors):
+            raise SystemExit(2)  # a built-in target that does not load is a broken install
 
 
 def cmd_targets(args: argparse.Namespace) -> int:

@@ -3,6 +3,15 @@
 A case is rebuilt from its seed (weights, token ids and targets all come from
 ``torch.manual_seed(seed)``), so the goldens under ``reference/goldens/`` can always be
 regenerated and checked.
+
+nanoGPT's init (std 0.02, every bias 0, every LayerNorm weight 1, near-uniform attention) hides
+whole bug classes: a dropped bias, tanh instead of erf GELU, a wrong attention scale compute the
+same numbers on it. So two kinds of case carry weights that show them:
+
+- ``weight_std`` other than nanoGPT's: every matrix rescaled to that std, and every bias and
+  LayerNorm parameter moved by N(0, weight_std) noise (``perturb_weights``);
+- ``checkpoint="zen"``: the shipped trained Zen-of-Python model (peaked attention, LayerNorm
+  biases far from 0) on windows of the text it was trained on.
 """
 
 from __future__ import annotations
@@ -14,9 +23,15 @@ import torch
 from reference.families import family_named
 from reference.model import GPTConfig
 from reference.nanochat import NanochatConfig
+from reference.train import load_zen_model, zen_of_python
+
+NANOGPT_STD = 0.02
+CHECKPOINTS = ("zen",)
 
 SEED_CONFIG = GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_embd=64)
 GPT2_SMALL_CONFIG = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
+# The shipped trained model's config (reference/zen/config.json), checked when the case is built.
+ZEN_CONFIG = GPTConfig(block_size=64, vocab_size=45, n_layer=2, n_head=4, n_embd=64)
 # nanochat's GPTConfig in the original torch.export check.
 NANOCHAT_SEED_CONFIG = NanochatConfig(sequence_len=32, vocab_size=65, n_layer=2, n_head=4, n_kv_head=4, n_embd=64)
 
@@ -36,8 +51,14 @@ class CaseSpec:
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
     family: str = "nanogpt"  # a name in reference.families.FAMILIES
+    weight_std: float = NANOGPT_STD  # see perturb_weights; nanoGPT's own init at 0.02
+    checkpoint: str | None = None  # a trained model in CHECKPOINTS instead of a seeded init
 
     def __post_init__(self) -> None:
+        if self.checkpoint is not None and self.checkpoint not in CHECKPOINTS:
+            raise ValueError(f"case {self.name}: unknown checkpoint {self.checkpoint!r}; known: {CHECKPOINTS}")
+        if self.checkpoint is not None and self.weight_std != NANOGPT_STD:
+            raise ValueError(f"case {self.name}: a checkpoint's weights are trained, not rescaled")
         family = family_named(self.family)
         family.check_config(self.config)
         limit = family.block_size(self.config)
@@ -53,6 +74,12 @@ NAMED_CASES: tuple[CaseSpec, ...] = (
     CaseSpec("single-head", GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=1, n_embd=64), 8, 32, seed=2),
     CaseSpec("one-token", SEED_CONFIG, batch=8, seq_len=1, seed=3),
     CaseSpec("full-block", GPTConfig(block_size=128, vocab_size=97, n_layer=2, n_head=4, n_embd=64), 2, 128, seed=4),
+    CaseSpec("scaled", SEED_CONFIG, batch=8, seq_len=32, seed=6, weight_std=0.3,
+             notes="weights at std 0.3, biases and LayerNorm affine parameters moved off 0 and 1: a dropped bias, "
+                   "tanh GELU or a wrong attention scale shows here"),
+    CaseSpec("zen", ZEN_CONFIG, batch=8, seq_len=32, seed=7, checkpoint="zen",
+             notes="the trained Zen-of-Python model on windows of its training text: peaked attention, "
+                   "trained LayerNorm biases, confident predictions"),
     CaseSpec("gpt2-124m-shape", GPT2_SMALL_CONFIG, batch=2, seq_len=128, seed=5, slow=True, store_full=False,
              notes="GPT-2 small's architecture with random init"),
 )
@@ -80,11 +107,43 @@ def named_case(name: str) -> CaseSpec:
     raise KeyError(f"no named case {name!r}; known: {[c.name for c in ALL_CASES]}")
 
 
+def perturb_weights(model: torch.nn.Module, weight_std: float, seed: int) -> torch.nn.Module:
+    """Move a nanoGPT-initialised ``model`` (in place) off the init's blind spots: every matrix
+    rescaled from std 0.02 to ``weight_std``, and every vector (biases, LayerNorm weights and
+    biases) given N(0, weight_std) noise, so that a backend that drops or misplaces one is seen."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.mul_(weight_std / NANOGPT_STD)
+            else:
+                param.add_(torch.randn(param.shape, generator=generator) * weight_std)
+    return model
+
+
 def build_case(spec: CaseSpec) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """Build the fp32 model, token ids and targets of ``spec`` from its seed, in eval mode."""
+    if spec.checkpoint == "zen":
+        return _zen_case(spec)
     family = family_named(spec.family)
     model = family.build(spec.config, spec.seed)  # seeds torch's RNG, then draws the weights
+    if spec.weight_std != NANOGPT_STD:
+        perturb_weights(model, spec.weight_std, spec.seed)
     vocab = family.vocab_size(spec.config)
     idx = torch.randint(0, vocab, (spec.batch, spec.seq_len))
     targets = torch.randint(0, vocab, (spec.batch, spec.seq_len))
     return model, idx, targets
+
+
+def _zen_case(spec: CaseSpec) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The trained model on ``batch`` windows of its own text at seeded offsets, next characters
+    as targets."""
+    model, tokenizer = load_zen_model()
+    if model.config != spec.config:
+        raise ValueError(f"case {spec.name}: the shipped Zen model's config {model.config} is not the case's")
+    text = torch.tensor(tokenizer.encode(zen_of_python()))
+    generator = torch.Generator().manual_seed(spec.seed)
+    starts = torch.randint(0, len(text) - spec.seq_len - 1, (spec.batch,), generator=generator)
+    idx = torch.stack([text[s:s + spec.seq_len] for s in starts.tolist()])
+    targets = torch.stack([text[s + 1:s + spec.seq_len + 1] for s in starts.tolist()])
+    return model.eval(), idx, targets

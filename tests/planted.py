@@ -12,7 +12,7 @@ from dataclasses import replace
 import torch
 
 from harness.api import Target
-from reference.model import GPT
+from reference.model import GPT, LayerNorm
 
 
 def rebuilt(model: GPT, **config_changes) -> GPT:
@@ -69,7 +69,53 @@ class TransposedWeight(PlantedTarget):
         return broken
 
 
-PLANTED = [MaskOffByOne(), LayerNormEps(), TransposedWeight()]
+class DroppedLayerNormBias(PlantedTarget):
+    name = "planted-dropped-layernorm-bias"
+    description = "every LayerNorm's bias ignored (invisible at nanoGPT's init, where they are 0)"
+
+    def mutate(self, model):
+        broken = copy.deepcopy(model)
+        with torch.no_grad():
+            for module in broken.modules():
+                if isinstance(module, LayerNorm) and module.bias is not None:
+                    module.bias.zero_()
+        return broken
+
+
+class DroppedLinearBias(PlantedTarget):
+    name = "planted-dropped-linear-bias"
+    description = "block 0's MLP input projection loses its bias (invisible where biases are 0)"
+
+    def mutate(self, model):
+        broken = copy.deepcopy(model)
+        bias = broken.transformer.h[0].mlp.c_fc.bias
+        if bias is not None:
+            with torch.no_grad():
+                bias.zero_()
+        return broken
+
+
+class TanhGelu(PlantedTarget):
+    name = "planted-tanh-gelu"
+    description = "GELU's tanh approximation where the model uses the exact erf form"
+
+    def mutate(self, model):
+        return rebuilt(model, gelu="tanh" if model.config.gelu == "erf" else "erf")
+
+
+class AttentionScale(PlantedTarget):
+    name = "planted-attention-scale"
+    description = "attention scores scaled by 1/head_dim instead of 1/sqrt(head_dim)"
+
+    def mutate(self, model):
+        broken = rebuilt(model, attn_impl="manual")
+        for block in broken.transformer.h:
+            block.attn.scale = 1.0 / (model.config.n_embd // model.config.n_head)
+        return broken
+
+
+PLANTED = [MaskOffByOne(), LayerNormEps(), TransposedWeight(), DroppedLayerNormBias(), DroppedLinearBias(), TanhGelu(),
+           AttentionScale()]
 
 
 def pytest_gpt_conformance_register(registry):

@@ -69,15 +69,27 @@ def all_jobs():
     return [(name, job_name, job) for name in ("pr.yml", "nightly.yml") for job_name, job in load(name)["jobs"].items()]
 
 
+def runs_the_harness_tests(invocation: list[str]) -> bool:
+    """A pytest invocation that selects tests/ and no marker that would deselect them (they carry none)."""
+    return "tests" in invocation and option_value(invocation, "-m") is None
+
+
 def test_pr_runs_the_cpu_tier_with_the_ci_profile_and_uploads_the_report():
     pr = load("pr.yml")
     assert "pull_request" in pr["on"]
-    (invocation,) = pytest_invocations(pr["jobs"]["cpu"])
+    invocation, _ = pytest_invocations(pr["jobs"]["cpu"])
     assert option_value(invocation, "-m") == "cpu"
     assert option_value(invocation, "--hypothesis-profile") == "ci"
     assert option_value(invocation, "--junit-xml")
     upload = [s for s in pr["jobs"]["cpu"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
     assert upload and upload[0]["if"] == "always()" and "reports/parity.html" in upload[0]["with"]["path"]
+
+
+@pytest.mark.parametrize("workflow, job", [("pr.yml", "cpu"), ("nightly.yml", "cpu")])
+def test_workflows_that_gate_run_the_harness_tests(workflow, job):
+    """`-m cpu` selects none of tests/ (they carry no tier marker), so a gate that ran only it would
+    never run the planted-bug proofs."""
+    assert any(runs_the_harness_tests(inv) for inv in pytest_invocations(load(workflow)["jobs"][job]))
 
 
 def test_nightly_job_graph():
@@ -92,7 +104,7 @@ def test_nightly_job_graph():
         assert jobs[tier]["continue-on-error"] is True
         (invocation,) = pytest_invocations(jobs[tier])
         assert option_value(invocation, "-m") == tier
-    (cpu,) = pytest_invocations(jobs["cpu"])
+    cpu, _ = pytest_invocations(jobs["cpu"])
     assert set(option_value(cpu, "-m").split()) - LOGIC_WORDS == {"cpu", "latency"}
     assert option_value(cpu, "--hypothesis-profile") == "nightly"
     assert any("NEURON_VENV" in c and "activate" in c for c in commands(jobs["trn1"]))

@@ -19,7 +19,9 @@ def _load_policies() -> dict:
     The only place that knows where the harness keeps its registry and its policies."""
     from harness.api import registry
 
-    registry.load_entry_points()
+    errors = registry.load_entry_points()
+    if errors:
+        raise RuntimeError(f"the policies page needs every target's policy; failed to load: {errors}")
     from harness.core.policies import POLICIES
 
     return dict(POLICIES)

@@ -110,9 +110,10 @@ class Truth:
         return self._baseline
 
 
-def parity_verdicts(target: Target, truth: Truth, logits: torch.Tensor, loss: torch.Tensor | None,
+def parity_verdicts(target: Target | None, truth: Truth, logits: torch.Tensor, loss: torch.Tensor | None,
                     policy_name: str | None = None) -> tuple[Verdict, Verdict | None]:
-    """(logits verdict, loss verdict or None when there is no loss to compare)."""
+    """(logits verdict, loss verdict or None when there is no loss to compare), under
+    ``policy_name`` or else the target's precision policy."""
     policy = get_policy(policy_name or target.precision)
     logits_verdict = judge_logits(policy, logit_metrics(logits, truth.logits64), truth.baseline_logits(), truth.scale)
     loss_verdict = None

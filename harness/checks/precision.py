@@ -26,10 +26,11 @@ import torch
 
 from harness.checks.conformance import run_checked
 from harness.checks.decode import greedy_decode
+from harness.checks.discrimination import discriminated
 from harness.checks.session import ConformanceSession
 from harness.core.errors import UnsupportedHere
 from harness.core.metrics import logit_metrics, loss_metrics
-from harness.core.policies import Verdict, error_verdict, get_policy, judge_logits, judge_loss
+from harness.core.policies import TolerancePolicy, Verdict, error_verdict, get_policy, judge_logits, judge_loss
 from harness.core.quant import (
     LowPrecision,
     QuantizedLinear,
@@ -45,9 +46,11 @@ from reference.cases import CaseSpec
 from reference.families import family_of
 
 # The cases the quality gates were calibrated on (policies.py quotes the measurements). Elsewhere
-# (the GPT-2-shaped random model) the quality metrics are recorded but not gated: measured there,
+# the quality metrics are ``recorded``, not judged: measured on the GPT-2-shaped random model,
 # modelopt int4 keeps top-1 on only 56% of positions (KL 0.011) and fp16 on 98.4% (near-ties),
-# below the published yardsticks that describe trained models.
+# below the published yardsticks that describe trained models; on the nanochat cases eager-bf16
+# keeps 97.7-99.0% (KL 2.6e-5..2.8e-5), and a 107k-parameter trained model (zen) loses more to
+# int4 than a 8B one (KL 0.037).
 QUALITY_CALIBRATED_CASES = frozenset({"seed", "no-bias", "single-head", "one-token", "full-block"})
 GREEDY_PROMPT = 8
 GREEDY_STEPS = 16
@@ -97,6 +100,7 @@ def _forward(model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | 
 class ArithmeticReference:
     logits64: torch.Tensor
     loss64: torch.Tensor | None
+    logits: torch.Tensor  # the reference in the compute dtype
     baseline_logits: dict[str, float]
     baseline_loss: dict[str, float] | None
 
@@ -107,10 +111,11 @@ def arithmetic_reference(model: torch.nn.Module, weights: dict[str, torch.Tensor
     logits64, loss64 = _forward(fake_quant_model(model, weights, torch.float64), idx, targets)
     logits_c, loss_c = _forward(fake_quant_model(model, weights, dtype), idx, targets)
     baseline_loss = loss_metrics(loss_c, loss64) if loss64 is not None else None
-    return ArithmeticReference(logits64, loss64, logit_metrics(logits_c, logits64), baseline_loss)
+    return ArithmeticReference(logits64, loss64, logits_c, logit_metrics(logits_c, logits64), baseline_loss)
 
 
-def _judge_arithmetic(policy, ref: ArithmeticReference, logits, loss) -> tuple[Verdict, Verdict | None]:
+def judge_arithmetic(policy, ref: ArithmeticReference, logits, loss) -> tuple[Verdict, Verdict | None]:
+    """Level 1 verdicts (logits, loss or None) of one output against ``ref`` under ``policy``."""
     level = replace(policy, logit_gates=policy.arithmetic_gates, loss_gates=policy.arithmetic_loss_gates)
     scale = float(ref.logits64.abs().max())
     logits_verdict = judge_logits(level, logit_metrics(logits, ref.logits64), ref.baseline_logits, scale,
@@ -138,7 +143,7 @@ def arithmetic_verdict(session: ConformanceSession, target: Target, spec: CaseSp
             return Verdict("arithmetic", "fail", policy.name, message=f"scales disagree with the model's weights: {exc}")
     ref = arithmetic_reference(golden.model, dequantized_weights(quantized), declared.compute_dtype,
                                golden.idx, golden.targets)
-    logits_verdict, loss_verdict = _judge_arithmetic(policy, ref, logits, loss)
+    logits_verdict, loss_verdict = judge_arithmetic(policy, ref, logits, loss)
     verdict = logits_verdict
     if loss_verdict is not None and not loss_verdict.passed and logits_verdict.passed:
         verdict = loss_verdict
@@ -158,7 +163,7 @@ def output_arithmetic_verdicts(target: Target, runnable: Any, model: torch.nn.Mo
     policy = get_policy(target.precision)
     quantized = reported_quantized_weights(target, runnable, model) if declared.weights is not None else {}
     ref = arithmetic_reference(model, dequantized_weights(quantized), declared.compute_dtype, idx, targets)
-    return _judge_arithmetic(policy, ref, logits, loss)
+    return judge_arithmetic(policy, ref, logits, loss)
 
 
 def output_arithmetic_verdict(target: Target, runnable: Any, model: torch.nn.Module, idx: torch.Tensor,
@@ -171,7 +176,7 @@ def _diagnose_layout(policy, golden, declared: LowPrecision, quantized, logits, 
     """Which known wrong scale layout, if any, reproduces the target's logits."""
     for label, weights in wrong_layout_weights(quantized).items():
         ref = arithmetic_reference(golden.model, weights, declared.compute_dtype, golden.idx, golden.targets)
-        if _judge_arithmetic(policy, ref, logits, loss)[0].passed:
+        if judge_arithmetic(policy, ref, logits, loss)[0].passed:
             return (f"scales disagree: the target's logits match the fake-quant reference with {label}, "
                     f"not the layout its quantized_weights declare")
     return ("logits disagree with the fake-quant reference built from the target's own codes and scales: its "
@@ -213,18 +218,30 @@ def quality_metrics(logits: torch.Tensor, loss: torch.Tensor | None, logits64: t
 
 
 def quality_verdict(session: ConformanceSession, target: Target, spec: CaseSpec) -> tuple[Verdict, dict[str, float]]:
-    """Level 2: what this precision costs against the unquantized fp64 truth."""
+    """Level 2: what this precision costs against the unquantized fp64 truth (``judge_quality``)."""
     require_low_precision(target)
-    policy = get_policy(target.precision)
-    if not policy.quality_gates:
-        raise KeyError(f"policy {policy.name!r} of target {target.name!r} has no quality_gates")
     golden = session.golden(spec)
     logits, loss, _ = session.named_outputs(target, golden)
     metrics = quality_metrics(logits, loss, golden.logits64, golden.loss64)
     greedy = greedy_divergence(session, target, golden)
+    unrelated = quality_metrics(*session.unrelated(golden), golden.logits64, golden.loss64)
+    return judge_quality(get_policy(target.precision), spec.name, {**metrics, **greedy}, unrelated,
+                         float(golden.logits64.abs().max())), greedy
+
+
+def judge_quality(policy: TolerancePolicy, case: str, metrics: dict[str, float], unrelated: dict[str, float],
+                  scale: float) -> Verdict:
+    """The quality gates on one named case: judged on the calibrated cases, where an unrelated
+    model's output (``unrelated``: its metrics) fails them; ``recorded`` elsewhere."""
+    if not policy.quality_gates:
+        return error_verdict("quality", policy.name, f"policy {policy.name!r} has no quality_gates")
     level = replace(policy, logit_gates=policy.quality_gates)
     try:
-        verdict = judge_logits(level, {**metrics, **greedy}, {}, float(golden.logits64.abs().max()), check="quality")
+        verdict = judge_logits(level, metrics, {}, scale, check="quality")
     except KeyError as exc:
-        verdict = error_verdict("quality", policy.name, exc)
-    return verdict, greedy
+        return error_verdict("quality", policy.name, exc)
+    if case not in QUALITY_CALIBRATED_CASES:
+        message = (f"recorded, not judged: the quality bounds are calibrated on {sorted(QUALITY_CALIBRATED_CASES)}"
+                   f" (would be {verdict.status})")
+        return replace(verdict, status="recorded", message=message)
+    return discriminated(verdict, judge_logits(level, unrelated, {}, scale, check="quality"))

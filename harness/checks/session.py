@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from harness.checks.conformance import Prepared, PreparedTargets, Truth, parity_verdicts, run_checked
+from harness.checks.conformance import Prepared, PreparedTargets, Truth, run_checked
 from harness.checks.decode import NonFiniteLogitsError, ReferenceGreedy, choose_window, compare_greedy, greedy_verdict
+from harness.checks.discrimination import named_parity_verdicts, unrelated_outputs
 from harness.core.errors import CheckError, CheckFailed, UnsupportedHere
 from harness.core.metrics import abs_error_histogram
 from harness.core.policies import Verdict, error_verdict, get_policy
@@ -44,6 +45,11 @@ class ConformanceSession:
         self._goldens: dict[str, Golden | GoldenError] = {}
         self._outputs: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor | None, float]] = {}
         self._updated: set[str] = set()
+        self._unrelated: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        # The test that records belong to (set by the pytest plugin), and each test's statuses,
+        # so that a test's outcome can be checked against its records.
+        self.test_id: str | None = None
+        self.statuses: dict[str | None, list[str]] = {}
 
     # --- goldens --------------------------------------------------------------------------
     def golden(self, spec: CaseSpec) -> Golden:
@@ -63,22 +69,26 @@ class ConformanceSession:
         return cached
 
     # --- running targets ------------------------------------------------------------------
-    def prepare(self, target: Target, model: torch.nn.Module, case_id: str) -> Prepared:
-        """Prepare once per (target, model); an unsupported variant skips, a crash is an error."""
+    def prepare(self, target: Target, model: torch.nn.Module, case_id: str, record_errors: bool = True) -> Prepared:
+        """Prepare once per (target, model); an unsupported variant skips, a crash is an error
+        (recorded unless ``record_errors`` is False: a search that will repeat it records it once)."""
         try:
             return self.prepared.get(target, model)
         except UnsupportedHere as exc:
             self.record(target, case_id, "prepare", None, model.config, None, None, status="skip", message=str(exc))
             raise UnsupportedHere(f"{target.name}: {exc}") from None
         except Exception as exc:
-            verdict = error_verdict("prepare", target.precision, exc)
-            self.record(target, case_id, "prepare", verdict, model.config, None, None)
+            if record_errors:
+                self.record(target, case_id, "prepare", error_verdict("prepare", target.precision, exc), model.config,
+                            None, None)
             raise CheckError(f"{target.name}: prepare raised {type(exc).__name__}: {exc}") from None
 
     def run(self, target: Target, model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None,
-            case_id: str, seed: Any = None, check: str = "run") -> tuple[torch.Tensor, torch.Tensor | None, float]:
-        """Run ``target`` on one input; returns (logits, loss, seconds). Errors are recorded."""
-        prepared = self.prepare(target, model, case_id)
+            case_id: str, seed: Any = None, check: str = "run",
+            record_errors: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Run ``target`` on one input; returns (logits, loss, seconds). Errors are recorded
+        (unless ``record_errors`` is False)."""
+        prepared = self.prepare(target, model, case_id, record_errors)
         start = time.perf_counter()
         try:
             logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
@@ -86,18 +96,33 @@ class ConformanceSession:
             self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip", message=str(exc))
             raise UnsupportedHere(f"{target.name}: {exc}") from None
         except Exception as exc:
-            verdict = error_verdict(check, target.precision, exc)
-            self.record(target, case_id, check, verdict, model.config, tuple(idx.shape), seed)
+            if record_errors:
+                self.record(target, case_id, check, error_verdict(check, target.precision, exc), model.config,
+                            tuple(idx.shape), seed)
             raise CheckError(f"{target.name} on {case_id}: {type(exc).__name__}: {exc}") from None
         return logits, loss, time.perf_counter() - start
 
     def named_outputs(self, target: Target, golden: Golden) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """A target's output on a named case, computed once and shared by its checks."""
         key = (target.name, golden.spec.name)
+        spec = golden.spec
+        if not target.capabilities.accepts(spec.batch, spec.seq_len):
+            message = f"capabilities do not accept the case's input shape {spec.batch}x{spec.seq_len}"
+            self.record(target, spec.name, "shape", None, spec.config, (spec.batch, spec.seq_len), spec.seed,
+                        status="skip", message=message)
+            raise UnsupportedHere(f"{target.name}: {message}")
         if key not in self._outputs:
             self._outputs[key] = self.run(target, golden.model, golden.idx, golden.targets, golden.spec.name,
                                           seed=golden.spec.seed)
         return self._outputs[key]
+
+    def unrelated(self, golden: Golden) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The unrelated model's fp64 (logits, loss) on a named case (``harness.checks.discrimination``),
+        computed once per case."""
+        name = golden.spec.name
+        if name not in self._unrelated:
+            self._unrelated[name] = unrelated_outputs(golden.spec, golden.idx, golden.targets)
+        return self._unrelated[name]
 
     # --- judging and recording -----------------------------------------------------------
     def check_named_parity(self, target: Target, spec: CaseSpec, check: str) -> Verdict:
@@ -111,11 +136,11 @@ class ConformanceSession:
             raise CheckError(f"golden for {spec.name!r} unusable: {exc}") from None
         logits, loss, seconds = self.named_outputs(target, golden)
         truth = Truth(golden.logits64, golden.loss64, golden.logits32, golden.loss32)
-        logits_verdict, loss_verdict = parity_verdicts(target, truth, logits, loss)
-        verdict = logits_verdict if check == "logits" else loss_verdict
+        verdicts = named_parity_verdicts(target.precision, spec, truth, logits, loss, self.unrelated(golden))
+        verdict = verdicts[0 if check == "logits" else 1]
         assert verdict is not None, "named cases always have targets, so a loss verdict"
         extra: dict[str, Any] = {"golden_sha256": golden.sha256}
-        if not verdict.passed and logits.shape == golden.logits64.shape:
+        if verdict.failed and logits.shape == golden.logits64.shape:
             # Where the logits are off, and by how many decades: the report draws it.
             extra["histogram"] = abs_error_histogram(logits, golden.logits64)
         self.record(target, spec.name, check, verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
@@ -183,12 +208,15 @@ class ConformanceSession:
             "gates": [g.__dict__ for g in verdict.gates] if verdict else [],
             "duration_s": duration,
             "target_environment": target.environment(),
+            "test_id": self.test_id,
             **(extra or {}),
         }
+        self.statuses.setdefault(self.test_id, []).append(body["status"])
         return self.writer.write(body)
 
 
 def assert_verdict(verdict: Verdict) -> None:
-    """Raise ``CheckFailed`` with the verdict's explanation unless it passed."""
-    if not verdict.passed:
+    """Raise ``CheckFailed`` with the verdict's explanation when it failed (a ``recorded``
+    verdict is measured, not judged: it neither passes nor fails the test)."""
+    if verdict.failed:
         raise CheckFailed(verdict.explain(), verdict)

@@ -30,7 +30,7 @@ import torch
 from hypothesis import strategies as st
 
 from harness.core.targets import Capabilities
-from reference.cases import CaseSpec, build_case
+from reference.cases import NANOGPT_STD, CaseSpec, build_case, perturb_weights
 from reference.model import GPT, GPTConfig
 
 MAX_LAYERS = 4
@@ -45,8 +45,6 @@ LARGE_VOCAB_ODDS = 8
 MAX_BATCH = 8
 # Bound on batch * seq_len * vocab_size, so a large-vocabulary example stays at ~32 MB of fp64 logits.
 MAX_LOGITS = 1 << 22
-# nanoGPT initialises every weight with std 0.02; weights are rescaled from there.
-NANOGPT_STD = 0.02
 # nanoGPT's std 0.02 gives near-uniform attention and flat logits, which hide mask, softmax and
 # scaling bugs; larger scales give peaked attention (at std 1.0 the attention scores span tens).
 WEIGHT_STDS = (NANOGPT_STD, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -156,19 +154,12 @@ def build_model(case: ModelCase) -> GPT:
     """The fp32 eval-mode model of ``case``, built once per case: the same object comes back for
     the same case, so prepared targets are reused across inputs and across Hypothesis examples.
 
-    nanoGPT's init under ``torch.manual_seed(seed)`` (so std 0.02 is exactly a named case's model),
-    then every matrix is rescaled to ``weight_std``, and biases and LayerNorm affine parameters get
-    N(0, weight_std) noise when the std is not nanoGPT's, so that a backend dropping them is seen."""
+    nanoGPT's init under ``torch.manual_seed(seed)``, then ``reference.cases.perturb_weights`` when
+    the std is not nanoGPT's: exactly ``build_case``'s model for a named case of the same seed and std."""
     torch.manual_seed(case.seed)
     model = GPT(case.config).eval()
     if case.weight_std != NANOGPT_STD:
-        generator = torch.Generator().manual_seed(case.seed)
-        with torch.no_grad():
-            for param in model.parameters():
-                if param.dim() >= 2:
-                    param.mul_(case.weight_std / NANOGPT_STD)
-                else:
-                    param.add_(torch.randn(param.shape, generator=generator) * case.weight_std)
+        perturb_weights(model, case.weight_std, case.seed)
     return model
 
 
@@ -268,7 +259,7 @@ def named_example(spec: CaseSpec) -> tuple[ModelCase, InputCase]:
     others = torch.randint(0, vocab, (partner_batch, seq_len), generator=generator)
     others[batch - 1] = idx[batch - 1]
     fields.update(row=batch - 1, batch=_rows(others))
-    return ModelCase(spec.config, spec.seed, NANOGPT_STD), InputCase(_rows(idx), _rows(targets), **fields)
+    return ModelCase(spec.config, spec.seed, spec.weight_std), InputCase(_rows(idx), _rows(targets), **fields)
 
 
 def example_size(model: ModelCase, inp: InputCase) -> dict[str, int]:

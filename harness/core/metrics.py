@@ -78,14 +78,15 @@ def logit_metrics(target: torch.Tensor, truth: torch.Tensor, top_k: int = TOP_K)
 
 
 def loss_metrics(target_loss: torch.Tensor | float | None, truth_loss: torch.Tensor | float) -> dict[str, float]:
-    """loss_abs: |target - truth|; loss_rel: that over |truth|; nonfinite: 1 if the loss is NaN/Inf."""
+    """loss_abs: |target - truth|; loss_rel: that over |truth|; nonfinite: 1 if the loss is NaN/Inf;
+    loss and loss_truth: the two losses (a loss gate's floor scales with |loss_truth|)."""
     if target_loss is None:
         raise ValueError("target returned no loss")
     t, r = float(target_loss), float(truth_loss)
     if not math.isfinite(t):
-        return dict(loss=t, loss_abs=math.nan, loss_rel=math.nan, nonfinite=1.0)
+        return dict(loss=t, loss_truth=r, loss_abs=math.nan, loss_rel=math.nan, nonfinite=1.0)
     delta = abs(t - r)
-    return dict(loss=t, loss_abs=delta, loss_rel=delta / abs(r) if r else delta, nonfinite=0.0)
+    return dict(loss=t, loss_truth=r, loss_abs=delta, loss_rel=delta / abs(r) if r else delta, nonfinite=0.0)
 
 
 def abs_error_histogram(target: torch.Tensor, truth: torch.Tensor, bins: int = 24) -> dict[str, list[float]]:

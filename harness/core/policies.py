@@ -23,6 +23,16 @@ FP32_RTOL = 1.3e-6
 HALF_ATOL = 1e-5
 # The original functional_call + torch.export check compared losses at an absolute 1e-5.
 ORIGINAL_LOSS_ATOL = 1e-5
+# Unit roundoff doubled: the spacing of floats in [1, 2) (torch.finfo(dtype).eps).
+FP32_EPS = 2.0**-23
+FP16_EPS = 2.0**-10
+BF16_EPS = 2.0**-7
+# A loss is judged with a floor of this many ulps of |loss| in the dtype it is computed in. Two
+# correct computations of one loss round it separately (<= 1 ulp between them) and may sum its
+# per-position terms in another order (a few ulps more for the mean over B*T positions). Measured:
+# a correct int4-wo target off its fp32 reference by 1.4e-5..2.0e-5 at losses of 65..133 (1 to 2.6
+# ulps), where a bound of 3x the reference's own error + 1e-5 gave a false alarm in 4 of 7 runs.
+LOSS_ULPS = 4
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class Gate:
     min_numel: int = 0
 
     def bound(self, baseline: float, scale: float) -> float:
+        """``scale`` is max|truth| for a logit gate and |truth loss| for a loss gate."""
         if self.direction == "min":
             return self.floor_abs
         return self.multiplier * baseline + self.floor_abs + self.floor_rel * scale
@@ -66,6 +77,10 @@ class TolerancePolicy:
     arithmetic_gates: tuple[Gate, ...] = ()
     arithmetic_loss_gates: tuple[Gate, ...] = ()
     quality_gates: tuple[Gate, ...] = ()
+    # Truth-parity bounds that are fractions of the logit range measured on nanoGPT-init models
+    # hold there only: on trained or rescaled weights what a precision costs is larger and depends
+    # on the model, so parity is recorded there and the arithmetic level judges the target.
+    parity_on_init_weights_only: bool = False
 
 
 @dataclass
@@ -86,7 +101,9 @@ class GateResult:
 @dataclass
 class Verdict:
     check: str
-    status: str  # "pass" | "fail" | "error"
+    # "pass" | "fail" | "error" | "recorded": measured and shown, not judged, where the gates
+    # cannot tell a correct target from a wrong model (harness.checks.conformance.discriminated)
+    status: str
     policy: str
     metrics: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
@@ -96,6 +113,11 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return self.status == "pass"
+
+    @property
+    def failed(self) -> bool:
+        """A fail or an error: what makes a test fail. ``recorded`` is neither a pass nor this."""
+        return self.status in ("fail", "error")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,7 +190,8 @@ def _judge(check: str, policy: TolerancePolicy, gates: tuple[Gate, ...], metrics
                 min_mult = (value - fixed) / base
         results.append(GateResult(gate.metric, value, bound, base, passed, min_mult, value, gate.direction, gate.reason))
     failed = [r.metric for r in results if not r.passed]
-    status = "fail" if failed else "pass"
+    # A check that gates nothing is measured, not judged: never a pass.
+    status = "fail" if failed else ("pass" if results else "recorded")
     message = "; ".join(([f"out of tolerance: {', '.join(failed)}"] if failed else []) + ungated)
     return Verdict(check, status, policy.name, metrics, baseline, results, message)
 
@@ -180,13 +203,17 @@ def judge_logits(policy: TolerancePolicy, metrics: dict[str, float], baseline: d
 
 def judge_loss(policy: TolerancePolicy, metrics: dict[str, float], baseline: dict[str, float],
                check: str = "loss") -> Verdict:
-    return _judge(check, policy, policy.loss_gates, metrics, baseline, abs(metrics.get("loss", 0.0)))
+    return _judge(check, policy, policy.loss_gates, metrics, baseline, abs(metrics.get("loss_truth", 0.0)))
 
 
 def error_verdict(check: str, policy: str, exc: BaseException | str) -> Verdict:
     """A target that raised, or returned something malformed: never a pass."""
     text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
     return Verdict(check, "error", policy, message=text)
+
+
+def _loss_ulps(dtype_name: str, eps: float) -> str:
+    return f"{LOSS_ULPS} {dtype_name} ulps of |loss| (two roundings and the mean's summation order)"
 
 
 def _fp32_floor(metric: str) -> Gate:
@@ -202,8 +229,9 @@ register_policy(TolerancePolicy(
     description="float32 paths that compute what eager computes (export, TorchScript): "
                 "measured identical or within reassociation noise of eager.",
     logit_gates=(_fp32_floor("rmse"), _fp32_floor("max_abs")),
-    loss_gates=(Gate("loss_abs", multiplier=2.0, floor_abs=ORIGINAL_LOSS_ATOL,
-                     reason="2x eager fp32's loss error + the original export check's 1e-5"),),
+    loss_gates=(Gate("loss_abs", multiplier=2.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
+                     reason="2x eager fp32's loss error + the original export check's 1e-5 + "
+                            + _loss_ulps("fp32", FP32_EPS)),),
     # Same NxDI fp32 test value: a greedy flip is acceptable only at a near-exact tie.
     greedy_margin=1e-3,
 ))
@@ -220,8 +248,9 @@ register_policy(TolerancePolicy(
              reason="max over elements grows with reassociation; 4x eager's error + 4x fp32 rtol; measured on the "
                     "same 9 models: inductor <= 1.10x eager's max_abs, onnxruntime <= 1.73x (4 layers, weights x4)"),
     ),
-    loss_gates=(Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL,
-                     reason="3x eager fp32's loss error + the original export check's 1e-5; measured worst "
+    loss_gates=(Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
+                     reason="3x eager fp32's loss error + the original export check's 1e-5 + "
+                            + _loss_ulps("fp32", FP32_EPS) + "; measured worst "
                             "8.9e-7 (onnxruntime, seed: ~2 ulp of a loss of 4.2, 13x eager's 6.7e-8), inductor "
                             "8.1e-7 (gpt2-124m-shape, 5.8x eager's 1.4e-7)"),),
     greedy_margin=1e-3,
@@ -239,14 +268,20 @@ register_policy(TolerancePolicy(
 # bf16 vs fp16 same-top-1 99.739%, KLD 2.5e-5; q8_0 97.67%, KLD 1.36e-3; q4_K_M 91.90%, KLD 0.0313,
 # PPL ratio 1.028. Level 2 (quality) is looser than level 1, it says what a precision costs;
 # level 1 (arithmetic) is where a backend's bugs are caught.
-FP16_EPS = 9.765625e-4  # torch.finfo(torch.float16).eps
-BF16_EPS = 7.8125e-3  # torch.finfo(torch.bfloat16).eps
 
 
-def _dtype_arithmetic(dtype_name: str) -> tuple[Gate, ...]:
+def _dtype_arithmetic(dtype_name: str, eps: float) -> tuple[Gate, ...]:
     reason = (f"3x (rmse) / 4x (max_abs) the error of the reference run with the same weights in {dtype_name} "
-              f"(dynamo same() uses 3.0 for reduced precision; the vllm-neuron three-way comparison, docs/sources.md#three-way-comparison-vllm-neuron)")
-    return (Gate("rmse", multiplier=3.0, reason=reason), Gate("max_abs", multiplier=4.0, reason=reason))
+              f"(dynamo same() uses 3.0 for reduced precision; the vllm-neuron three-way comparison, "
+              f"docs/sources.md#three-way-comparison-vllm-neuron) + one {dtype_name} ulp of max|logit| "
+              f"(two correct {dtype_name} computations may round the largest logit apart)")
+    return (Gate("rmse", multiplier=3.0, floor_rel=eps, reason=reason),
+            Gate("max_abs", multiplier=4.0, floor_rel=eps, reason=reason))
+
+
+def _dtype_arithmetic_loss(dtype_name: str, eps: float) -> tuple[Gate, ...]:
+    return (Gate("loss_abs", multiplier=3.0, floor_rel=LOSS_ULPS * eps,
+                 reason=f"3x the {dtype_name} reference's own loss error + {_loss_ulps(dtype_name, eps)}"),)
 
 
 def _quality(top1: float, kl: float, ppl: float, source: str, kl_source: str) -> tuple[Gate, ...]:
@@ -266,6 +301,7 @@ def _quality(top1: float, kl: float, ppl: float, source: str, kl_source: str) ->
 
 register_policy(TolerancePolicy(
     name="fp16",
+    parity_on_init_weights_only=True,
     description="every op in float16 (Tripy fp16, eager-fp16); judged by fractions of the logit range, "
                 "since eager fp32's ~1e-8 error is no yardstick for fp16",
     logit_gates=(
@@ -276,8 +312,8 @@ register_policy(TolerancePolicy(
     loss_gates=(Gate("loss_rel", floor_abs=2 * FP16_EPS,
                      reason="two fp16 eps: the loss itself is returned in fp16; measured eager-fp16 <= 7.6e-4"),),
     greedy_margin=0.02,  # NxD Inference's fp16 divergence tolerance (docs/sources.md#nxd-inference-greedy-divergence-tolerances)
-    arithmetic_gates=_dtype_arithmetic("float16"),
-    arithmetic_loss_gates=(Gate("loss_abs", multiplier=3.0, reason="3x the fp16 reference's own loss error"),),
+    arithmetic_gates=_dtype_arithmetic("float16", FP16_EPS),
+    arithmetic_loss_gates=_dtype_arithmetic_loss("float16", FP16_EPS),
     quality_gates=_quality(0.9974, 3.4e-8, math.exp(2 * 4 * FP16_EPS),
                            "llama.cpp bf16-vs-fp16 (99.739%); PPL: two fp16 ulps of a loss in [4, 8) "
                            "(measured eager-fp16: top-1 >= 0.9995, PPL ratio <= 1.0035)",
@@ -286,17 +322,21 @@ register_policy(TolerancePolicy(
 
 register_policy(TolerancePolicy(
     name="bf16",
+    parity_on_init_weights_only=True,
     description="every op in bfloat16 (Neuron bf16, eager-bf16); judged by fractions of the logit range",
     logit_gates=(
         Gate("max_abs", floor_rel=1.6e-2, floor_abs=HALF_ATOL, reason="assert_close's bf16 rtol 1.6e-2 of the logit range; "
                                                   "measured eager-bf16 <= 4.1e-3 on the tiny named cases, 1.25e-2 on the GPT-2 shape"),
         Gate("rmse", floor_rel=4e-3, floor_abs=HALF_ATOL, min_numel=1000, reason="~4x the measured eager-bf16 rmse (<= 1.1e-3 of the logit range; 2.2e-3 on the GPT-2 shape)"),
     ),
-    loss_gates=(Gate("loss_rel", floor_abs=2.5e-2,
-                     reason="~3 bf16 eps: the loss is returned in bf16; measured eager-bf16 <= 8.8e-3"),),
+    # No loss gate: the loss is measured, not judged. ~3 bf16 eps of the loss (the loss is returned in
+    # bf16; measured eager-bf16 <= 8.8e-3) let an unrelated random model pass on every nanoGPT-init
+    # case (near-uniform models all have a loss of about ln(vocab)), and tests/test_teeth.py found
+    # no named case where a wrong bf16 model fails it.
+    loss_gates=(),
     greedy_margin=0.13,  # NxD Inference's bf16 divergence tolerance (docs/sources.md#nxd-inference-greedy-divergence-tolerances)
-    arithmetic_gates=_dtype_arithmetic("bfloat16"),
-    arithmetic_loss_gates=(Gate("loss_abs", multiplier=3.0, reason="3x the bf16 reference's own loss error"),),
+    arithmetic_gates=_dtype_arithmetic("bfloat16", BF16_EPS),
+    arithmetic_loss_gates=_dtype_arithmetic_loss("bfloat16", BF16_EPS),
     quality_gates=_quality(0.9974, 2.2e-6, math.exp(2 * 4 * BF16_EPS),
                            "llama.cpp bf16-vs-fp16 (99.739%); PPL: two bf16 ulps of a loss in [4, 8) "
                            "(measured eager-bf16: top-1 >= 0.9995, PPL ratio <= 1.0375)",
@@ -311,11 +351,13 @@ _FAKE_QUANT_ARITHMETIC = (
     Gate("max_abs", multiplier=4.0, floor_rel=4 * FP32_RTOL,
          reason="4x the fake-quant reference's own max error; measured modelopt <= 1.56x"),
 )
-_FAKE_QUANT_LOSS = (Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL,
-                         reason="3x the fake-quant reference's loss error + the original export check's 1e-5"),)
+_FAKE_QUANT_LOSS = (Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
+                         reason="3x the fake-quant reference's loss error + the original export check's 1e-5 + "
+                                + _loss_ulps("fp32", FP32_EPS)),)
 
 register_policy(TolerancePolicy(
     name="int8-wo",
+    parity_on_init_weights_only=True,
     description="int8 weight-only, per-output-channel scales (modelopt INT8_WEIGHT_ONLY_CFG, Tripy int8)",
     # Parity (every named case, GPT-2 shape included): top-1 is reported, not gated here, since
     # random-weight models make it trivial (tiny cases) or a coin toss at near-ties (GPT-2 shape).
@@ -337,6 +379,7 @@ register_policy(TolerancePolicy(
 
 register_policy(TolerancePolicy(
     name="int4-wo",
+    parity_on_init_weights_only=True,
     description="int4 weight-only, block-wise scales along in_features (modelopt INT4_BLOCKWISE_WEIGHT_ONLY_CFG)",
     logit_gates=(  # as int8-wo: top-1 reported, not gated, in parity
         Gate("max_abs", floor_rel=0.85, reason="3x the measured modelopt int4 (blocks of 32) error: <= 7.1e-2 of the "

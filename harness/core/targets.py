@@ -115,6 +115,27 @@ class Target:
         return f"<Target {self.name} precision={self.precision} device={self.requirements.device}>"
 
 
+# The distribution whose own targets must load: one that does not is a broken install.
+OWN_DISTRIBUTION = "gpt-conformance"
+
+
+@dataclass(frozen=True)
+class EntryPointError:
+    """A ``gpt_conformance.targets`` entry point that failed to load."""
+
+    name: str
+    value: str
+    distribution: str | None
+    error: str
+
+    @property
+    def built_in(self) -> bool:
+        return self.distribution == OWN_DISTRIBUTION
+
+    def __str__(self) -> str:
+        return f"entry point {self.name} = {self.value} (from {self.distribution or 'an unknown distribution'}): {self.error}"
+
+
 class TargetRegistry:
     """Targets by name. The harness's run uses the module-level ``registry``; plugins add to it
     through an entry point or the ``pytest_gpt_conformance_register(registry)`` hook."""
@@ -146,14 +167,16 @@ class TargetRegistry:
         for item in items:
             self.register(item, source)
 
-    def load_entry_points(self) -> list[str]:
-        """Load every ``gpt_conformance.targets`` entry point; return a list of load errors."""
+    def load_entry_points(self) -> list[EntryPointError]:
+        """Load every ``gpt_conformance.targets`` entry point; return the ones that failed (the
+        caller decides: a built-in one is a usage error, a third-party one an error verdict)."""
         errors = []
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             try:
                 self.register_all(ep.load(), source=f"entry point {ep.name} = {ep.value}")
-            except Exception as exc:  # a broken plugin must not take the whole run down
-                errors.append(f"entry point {ep.name} = {ep.value}: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # reported by the caller, never swallowed
+                distribution = ep.dist.name if ep.dist is not None else None
+                errors.append(EntryPointError(ep.name, ep.value, distribution, f"{type(exc).__name__}: {exc}"))
         return errors
 
     def get(self, name: str) -> Target:

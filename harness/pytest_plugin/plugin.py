@@ -22,8 +22,9 @@ from harness.pytest_plugin import hookspecs, profiles  # noqa: F401  (profiles r
 from harness.report.render import write_session_report
 from reference.checkpoint import GPT2_DIR_ENV
 
-# The latency tier's options and fixture, and the mapping of library exceptions to outcomes.
-pytest_plugins = ["harness.pytest_plugin.latency", "harness.pytest_plugin.outcomes"]
+# The latency tier's options and fixture, the mapping of library exceptions to outcomes, and the
+# check that every test's outcome agrees with its records.
+pytest_plugins = ["harness.pytest_plugin.latency", "harness.pytest_plugin.outcomes", "harness.pytest_plugin.agreement"]
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()
@@ -61,7 +62,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[ENTRY_POINT_ERRORS] = registry.load_entry_points() if not len(registry) else []
+    errors = registry.load_entry_points() if not len(registry) else []
+    built_in = [str(e) for e in errors if e.built_in]
+    if built_in:
+        raise pytest.UsageError("gpt-conformance: a built-in target failed to load (a broken install): "
+                                + "; ".join(built_in))
+    config.stash[ENTRY_POINT_ERRORS] = errors
     config.hook.pytest_gpt_conformance_register(registry=registry)
     unknown = [n for n in config.getoption("target") if n not in registry]
     if unknown:
@@ -75,7 +81,12 @@ def pytest_configure(config: pytest.Config) -> None:
                       selected=config.getoption("target"))
     if config.getoption("golden_dir"):
         options.golden_dir = Path(config.getoption("golden_dir"))
-    config.stash[SESSION_KEY] = ConformanceSession(registry, writer, options)
+    session = ConformanceSession(registry, writer, options)
+    config.stash[SESSION_KEY] = session
+    if not hasattr(config, "workerinput"):  # once per run, not once per xdist worker
+        for error in errors:  # a third-party target that failed to load is an error verdict
+            writer.write({"target": error.name, "case": "load", "check": "load", "status": "error",
+                          "message": str(error)})
 
 
 def selected_targets(config: pytest.Config) -> list[Target]:
@@ -98,20 +109,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         availability = target.probe()
         if not availability:
             pytest.skip(f"{target.name}: {availability.reason}")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    report = yield
-    callspec = getattr(item, "callspec", None)
-    target = callspec.params.get("target") if callspec else None
-    if isinstance(target, Target) and report.skipped and call.when == "setup":
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        session = item.config.stash[SESSION_KEY]
-        session.writer.write({"target": target.name, "precision": target.precision,
-                              "device": target.requirements.device, "case": item.nodeid, "check": "setup",
-                              "status": "skip", "message": reason.removeprefix("Skipped: ")})
-    return report
 
 
 @pytest.fixture(scope="session")
@@ -195,3 +192,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config.stash[REPORT_KEY] = write_session_report(writer.path.parent, writer.run_id)
     if session.config.getoption("list_targets") and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.OK
+    elif session.config.stash.get(ENTRY_POINT_ERRORS, []) and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a target that failed to load is never a green run

@@ -14,9 +14,10 @@ from typing import Any
 
 from harness.core.records import read_records
 
-STATUSES = ("error", "fail", "pass", "skip")
+# "recorded": measured and shown, not judged (neither green nor red).
+STATUSES = ("error", "fail", "pass", "recorded", "skip")
 # Worst first: a cell with several records shows its worst status.
-SEVERITY = {"error": 0, "fail": 1, "pass": 2, "skip": 3}
+SEVERITY = {"error": 0, "fail": 1, "pass": 2, "recorded": 3, "skip": 4}
 BAD = ("error", "fail")
 # A metric "moved" when |new - old| / max(|old|, |new|) exceeds this (0.5: doubled or halved).
 DEFAULT_TREND_THRESHOLD = 0.5

@@ -1,0 +1,64 @@
+"""Pytest glue: every conformance test's outcome agrees with its records.
+
+- a passed test holds no ``fail`` or ``error`` record (``pass``, ``recorded`` and the ``skip`` of
+  a vacuous sub-check are fine); if it does, the test is reported failed, with the records' word;
+- a failed test holds a ``fail`` or ``error`` record; if it wrote none (the case itself raised),
+  an ``error`` record with the failure's first line is written for it;
+- a skipped test holds a ``skip`` record and no ``fail`` or ``error``; a skip the case did not
+  record (a probe, a ``pytest.skip`` in the case) is recorded with its reason.
+
+So the report, built from the records, can never show red for a skipped test or green for a
+failed one. Applies to tests parametrized by a target (the conformance cases).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.core.targets import Target
+from harness.pytest_plugin.plugin import SESSION_KEY
+
+BAD = ("fail", "error")
+
+
+def target_of(item: pytest.Item) -> Target | None:
+    callspec = getattr(item, "callspec", None)
+    target = callspec.params.get("target") if callspec else None
+    return target if isinstance(target, Target) else None
+
+
+def first_line(report: pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple):  # a skip: (path, line, "Skipped: reason")
+        return report.longrepr[2].removeprefix("Skipped: ")
+    text = str(report.longrepr or "").strip()
+    return next((line for line in text.splitlines() if line.strip()), "failed")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.test_id = item.nodeid
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    target = target_of(item)
+    session = item.config.stash.get(SESSION_KEY, None)
+    if target is None or session is None or (call.when != "call" and report.passed) or call.when == "teardown":
+        return report
+    statuses = session.statuses.get(item.nodeid, [])
+    bad = [s for s in statuses if s in BAD]
+    if bad and not report.failed:
+        was = "passed" if report.passed else f"skipped ({first_line(report)})"
+        report.outcome = "failed"
+        report.longrepr = (f"gpt-conformance: the test {was}, but its records hold {len(bad)} "
+                           f"{'/'.join(sorted(set(bad)))} verdict(s): a test's outcome and its records must agree")
+    elif report.failed and not bad:
+        session.record(target, item.nodeid, call.when if call.when != "call" else "test", None, {}, None, None,
+                       status="error", message=first_line(report))
+    elif report.skipped and "skip" not in statuses:
+        session.record(target, item.nodeid, "setup" if call.when == "setup" else "test", None, {}, None, None,
+                       status="skip", message=first_line(report))
+    return report
