@@ -61,7 +61,33 @@ class WrongAxisInt4Target(TorchInt4Target):
         return wrong_layout_weights(quantized)[WRONG_AXIS]
 
 
-PLANTED_QUANT = [TorchInt4Target(), WrongAxisInt4Target()]
+class TorchInt8Target(TorchInt4Target):
+    """int8 weight-only, per-channel scales: the control for the causal-mask leak below."""
+
+    name = "torch-int8-wo"
+    precision = "int8-wo"
+    description = "pure-torch int8 weight-only fake quant, per output channel"
+    low_precision = LowPrecision(torch.float32, weights=WeightQuantization(8, None))
+
+
+class Int8MaskLeak(TorchInt8Target):
+    name = "planted-int8-mask-leak"
+    description = "int8 weight-only with a causal mask that lets each position see one future token"
+
+    def prepare(self, model, config):
+        runnable = super().prepare(model, config)
+        runnable.model = leaky_mask(runnable.model)
+        return runnable
+
+
+def leaky_mask(model):
+    """``model`` on the manual attention path with a mask one token too wide (tests/planted.py's)."""
+    from tests.planted import MaskOffByOne
+
+    return MaskOffByOne().mutate(model)
+
+
+PLANTED_QUANT = [TorchInt4Target(), WrongAxisInt4Target(), TorchInt8Target(), Int8MaskLeak()]
 
 
 def pytest_gpt_conformance_register(registry):

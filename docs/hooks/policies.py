@@ -30,9 +30,9 @@ def _load_policies() -> dict:
 # Per level: (which field of the policy, what the multiplier multiplies, what floor_rel multiplies).
 LEVELS = (
     ("logits", "logit_gates", "eager_fp32_err", "max|truth|"),
-    ("loss", "loss_gates", "eager_fp32_err", "|loss|"),
+    ("loss", "loss_gates", "eager_fp32_err", "|truth loss|"),
     ("arithmetic", "arithmetic_gates", "same_weights_ref_err", "max|truth|"),
-    ("arithmetic loss", "arithmetic_loss_gates", "same_weights_ref_err", "|loss|"),
+    ("arithmetic loss", "arithmetic_loss_gates", "same_weights_ref_err", "|truth loss|"),
     ("quality", "quality_gates", "", ""),
 )
 
@@ -73,9 +73,15 @@ def policy_markdown(policy) -> str:
             # Python-Markdown keeps a pipe inside a code span in its cell: the formula stays unescaped.
             lines.append(f"| {level} | `{gate.metric}` | `{bound_formula(gate, baseline, scale)}` "
                          f"| {numel} | {_cell(gate.reason)} |")
+    if not policy.loss_gates:
+        lines.append("| loss | | none: the loss is measured and `recorded`, not judged | | |")
     margin = getattr(policy, "greedy_margin", 0.0)
     lines += ["", f"**greedy_margin**: {_num(margin)}"
               + (" (no greedy flip is accepted)" if not margin else ""), ""]
+    if policy.parity_on_init_weights_only:
+        lines += ["**Truth parity (logits, loss) is judged on nanoGPT-init cases only**; on trained and rescaled "
+                  "weights it is `recorded` and the arithmetic level judges (see "
+                  "[What a verdict means](verdicts.md#when-a-check-is-recorded)).", ""]
     return "\n".join(lines)
 
 

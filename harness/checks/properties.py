@@ -217,12 +217,12 @@ class ExampleChecker:
         else:
             verdicts.append(("loss-consistency", None, "the target returns no loss; the harness computes it"))
 
-        failures = [(check, v) for check, v, _ in verdicts if v is not None and not v.passed]
+        failures = [(check, v) for check, v, _ in verdicts if v is not None and v.failed]
         final = is_final_run()
         for check, verdict, skip_reason in verdicts:
             if verdict is None:
                 self.record(check, None, inp, example, status="skip", message=skip_reason)
-            elif verdict.passed or final:
+            elif not verdict.failed or final:
                 self.record(check, verdict, inp, example)
         if failures:
             check, verdict = failures[0]
@@ -271,7 +271,7 @@ class ExampleChecker:
 
     def record(self, check: str, verdict: Verdict | None, inp: InputCase, example: dict, **kwargs) -> None:
         extra = {"weight_std": self.model_case.weight_std, "example": example}
-        if verdict is not None and not verdict.passed:
+        if verdict is not None and verdict.failed:
             extra["repro"] = repro_command(example, self.plugins)
         self.session.record(self.target, CASE_ID, check, verdict, self.model_case.config, inp.shape,
                             self.model_case.seed, extra=extra, **kwargs)

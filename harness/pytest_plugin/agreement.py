@@ -27,11 +27,12 @@ def target_of(item: pytest.Item) -> Target | None:
     return target if isinstance(target, Target) else None
 
 
-def first_line(report: pytest.TestReport) -> str:
+def first_line(report: pytest.TestReport, call: pytest.CallInfo) -> str:
+    """The skip reason, or the exception's first line."""
     if isinstance(report.longrepr, tuple):  # a skip: (path, line, "Skipped: reason")
         return report.longrepr[2].removeprefix("Skipped: ")
-    text = str(report.longrepr or "").strip()
-    return next((line for line in text.splitlines() if line.strip()), "failed")
+    text = call.excinfo.exconly() if call.excinfo is not None else str(report.longrepr or "")
+    return next((line for line in text.strip().splitlines() if line.strip()), "failed")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -51,14 +52,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     statuses = session.statuses.get(item.nodeid, [])
     bad = [s for s in statuses if s in BAD]
     if bad and not report.failed:
-        was = "passed" if report.passed else f"skipped ({first_line(report)})"
+        was = "passed" if report.passed else f"skipped ({first_line(report, call)})"
         report.outcome = "failed"
         report.longrepr = (f"gpt-conformance: the test {was}, but its records hold {len(bad)} "
                            f"{'/'.join(sorted(set(bad)))} verdict(s): a test's outcome and its records must agree")
     elif report.failed and not bad:
         session.record(target, item.nodeid, call.when if call.when != "call" else "test", None, {}, None, None,
-                       status="error", message=first_line(report))
+                       status="error", message=first_line(report, call))
     elif report.skipped and "skip" not in statuses:
         session.record(target, item.nodeid, "setup" if call.when == "setup" else "test", None, {}, None, None,
-                       status="skip", message=first_line(report))
+                       status="skip", message=first_line(report, call))
     return report
