@@ -67,7 +67,7 @@ def test_shape_mismatch_is_an_error():
 
 def test_loss_metrics():
     m = loss_metrics(torch.tensor(2.5), torch.tensor(2.0, dtype=torch.float64))
-    assert m == {"loss": 2.5, "loss_abs": 0.5, "loss_rel": 0.25, "nonfinite": 0.0}
+    assert m == {"loss": 2.5, "loss_truth": 2.0, "loss_abs": 0.5, "loss_rel": 0.25, "nonfinite": 0.0}
     assert loss_metrics(float("nan"), 2.0)["nonfinite"] == 1.0
     with pytest.raises(ValueError, match="no loss"):
         loss_metrics(None, 2.0)
@@ -129,6 +129,7 @@ def test_policies_are_registered_data():
 def test_rmse_gate_with_min_numel_skips_tiny_outputs_and_says_so():
     policy = TolerancePolicy("unit-test-numel", logit_gates=(Gate("rmse", floor_abs=1e-3, min_numel=1000),), loss_gates=())
     tiny = judge_logits(policy, {"rmse": 5e-3, "numel": 2.0}, {}, truth_scale=1.0)
-    assert tiny.passed and tiny.gates == [] and "rmse not gated below 1000 elements (got 2)" in tiny.message
+    # No gate applied: measured, not judged (never a pass).
+    assert tiny.status == "recorded" and tiny.gates == [] and "rmse not gated below 1000 elements (got 2)" in tiny.message
     big = judge_logits(policy, {"rmse": 5e-3, "numel": 4096.0}, {}, truth_scale=1.0)
     assert big.status == "fail" and big.gates[0].metric == "rmse"

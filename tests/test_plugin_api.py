@@ -17,19 +17,21 @@ import pytest
 from harness import api
 from harness.api import Target, TargetRegistry, TolerancePolicy, get_policy, register_policy
 from harness.core.records import read_records
+from reference.cases import NAMED_CASES
 from tests.runner import ROOT, run_pytest
 
 EXAMPLE = ROOT / "examples" / "gpt-conformance-example-target"
-# The nanoGPT named cases that need no GPT-2-sized model: 5 cases x (logits, loss). The example
+# The nanoGPT named cases that need no GPT-2-sized model, x (logits, loss). The example
 # target implements the nanoGPT family only (its nanochat cases would skip, saying so).
 FAST_CASES = ["cases/test_parity.py", "-m", "not slow", "-k", "not nanochat"]
+FAST_NANOGPT_CASES = [spec for spec in NAMED_CASES if not spec.slow]
 
 
 def test_example_target_loaded_with_dash_p_passes_every_named_case(tmp_path):
     proc, _, outcomes = run_pytest(*FAST_CASES, "-p", "gpt_conformance_example.plugin",
                                 "--target", "example-numpy", pythonpath=(EXAMPLE / "src",), report_dir=tmp_path / "reports")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(outcomes) == 10 and set(outcomes.values()) == {"passed"}, outcomes
+    assert len(outcomes) == 2 * len(FAST_NANOGPT_CASES) and set(outcomes.values()) == {"passed"}, outcomes
     records = read_records([tmp_path / "reports"])
     assert {r["status"] for r in records} == {"pass"}
     # Judged under the precision policy the example package registers itself.
@@ -55,7 +57,7 @@ def test_example_target_installed_is_found_through_its_entry_point(tmp_path):
 
     proc, _, outcomes = run_pytest(*FAST_CASES, "--target", "example-numpy", pythonpath=(site,), report_dir=tmp_path / "reports")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(outcomes) == 10 and set(outcomes.values()) == {"passed"}, outcomes
+    assert len(outcomes) == 2 * len(FAST_NANOGPT_CASES) and set(outcomes.values()) == {"passed"}, outcomes
 
 
 def test_broken_plugin_targets_are_errors_with_their_message_never_passes(tmp_path):
