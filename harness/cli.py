@@ -97,6 +97,41 @@ class Progress:
             self.stream.write("\n")
 
 
+def runnable_target(name: str):
+    """The registered target ``name``, if it can run here."""
+    load_registry()
+    try:
+        target = registry.get(name)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    availability = target.probe()
+    if not availability:
+        raise UsageError(f"target {target.name} cannot run here: {availability.reason}")
+    return target
+
+
+def decode_with_progress(forward, prompt: list[int], count: int, block_size: int, window,
+                         target_name: str) -> tuple[list[int], bool]:
+    """Up to ``count`` greedy tokens, with a progress line: (tokens, whether Ctrl-C stopped them)."""
+    from harness.checks import decode
+
+    tokens: list[int] = []
+    progress = Progress(count)
+    try:
+        for token in decode.greedy_tokens(forward, prompt, block_size, window):
+            tokens.append(token)
+            progress.update(len(tokens))
+            if len(tokens) == count:
+                break
+    except KeyboardInterrupt:
+        return tokens, True
+    except Exception as exc:
+        raise TargetError(f"target {target_name} at token {len(tokens) + 1}: {type(exc).__name__}: {exc}") from None
+    finally:
+        progress.close()
+    return tokens, False
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -110,14 +145,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if not args.prompt:
         raise UsageError("--prompt: prompt is empty; give the text to continue")
-    load_registry()
-    try:
-        target = registry.get(args.target)
-    except KeyError as exc:
-        raise UsageError(exc.args[0]) from None
-    availability = target.probe()
-    if not availability:
-        raise UsageError(f"target {target.name} cannot run here: {availability.reason}")
+    target = runnable_target(args.target)
 
     def load(dtype: torch.dtype):
         if args.gpt2_dir:
@@ -146,24 +174,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     def forward(idx: torch.Tensor) -> torch.Tensor:
         return run_checked(runnable, target, model.config, idx)[0]
 
-    tokens: list[int] = []
-    progress = Progress(args.max_new_tokens)
-    try:
-        for token in decode.greedy_tokens(forward, prompt, block_size, window):
-            tokens.append(token)
-            progress.update(len(tokens))
-            if len(tokens) == args.max_new_tokens:
-                break
-    except KeyboardInterrupt:
-        progress.close()
-        print(args.prompt + tokenizer.decode(tokens))
+    tokens, interrupted = decode_with_progress(forward, prompt, args.max_new_tokens, block_size, window, target.name)
+    print(args.prompt + tokenizer.decode(tokens))
+    if interrupted:
         print(f"interrupted after {len(tokens)} of {args.max_new_tokens} tokens", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:
-        progress.close()
-        raise TargetError(f"target {target.name} at token {len(tokens) + 1}: {type(exc).__name__}: {exc}") from None
-    progress.close()
-    print(args.prompt + tokenizer.decode(tokens))
     if not args.compare:
         return EXIT_OK
     reference = decode.reference_greedy(load(torch.float64), prompt, args.max_new_tokens)
@@ -192,6 +207,8 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
                    help="also check the tokens against the float64 reference, tie-aware; exit 1 on a rejected "
                         "divergence")
     p.set_defaults(func=cmd_generate)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     paths = args.records[1:] if args.records[0] == "merge" else args.records
     if not paths:
@@ -222,6 +239,8 @@ def add_report(sub: argparse._SubParsersAction) -> None:
                    help=f"full detail blocks at most; further failures get one line each (default {DEFAULT_MAX_DETAILS})")
     p.add_argument("--title", default="GPT parity report")
     p.set_defaults(func=cmd_report)
+
+
 def cmd_precision(args: argparse.Namespace) -> int:
     from harness.report.precision_cost import precision_cost_table
     from harness.report.records_view import load_records

@@ -4,9 +4,10 @@ pytest picks its rootdir and reads its config file before it loads entry-point p
 does not yet know ``--report-dir``, ``--golden-dir``, ``--gpt2-dir`` or ``--repro-file``, and an
 existing directory given as their value (``pytest -m cpu --report-dir /tmp/x``) is taken for a
 test path. rootdir then becomes ``/tmp/x`` and ``pyproject.toml`` is never read: no markers, no
-testpaths, no addopts, no pythonpath. pytest documents this (docs, "Initialization: determining
-rootdir and configfile": a plugin option holding a path needs an explicit test path). The
-``--opt=VALUE`` form never had the problem; ``--opt VALUE`` is how users type it.
+testpaths, no addopts, no pythonpath. pytest documents this (docs.pytest.org, "Configuration",
+"Initialization: determining rootdir and configfile": a plugin option holding a path needs an
+explicit test path; pytest-dev/pytest issue #1435). The ``--opt=VALUE`` form never had the
+problem; ``--opt VALUE`` is how users type it.
 
 Once the options are known, ``redo_setup`` makes pytest's choice again without their values and,
 where the answer differs, puts it in place. That needs pytest's internals (checked with pytest
