@@ -1,6 +1,7 @@
 """The pytest plugin as users meet it: tiers, target selection, corrupt goldens, exit codes, options
 from any directory, bad options rejected at start."""
 
+import errno
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import pytest
 
 from harness.checks.properties import REPRO_TEST
 from harness.checks.strategies import named_example
+from harness.pytest_plugin import validate
 from reference.cases import NAMED_CASES
 from reference.checkpoint import GPT2_DIR_ENV
 from reference.goldens import GOLDEN_DIR
@@ -160,6 +162,16 @@ def test_read_only_report_dir_is_a_usage_error(pytester, tmp_path):
     result = pytester.runpytest_inprocess(f"--report-dir={read_only}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"ERROR: cannot write records to {read_only}: Permission denied" in result.errlines
+
+
+def test_report_dir_on_a_read_only_filesystem_is_a_usage_error(tmp_path, monkeypatch):
+    # As root, no directory is read-only to us; a read-only mount is what stops root.
+    def read_only_filesystem(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(validate.tempfile, "TemporaryFile", read_only_filesystem)
+    with pytest.raises(pytest.UsageError, match=f"^cannot write records to {tmp_path}: Read-only file system$"):
+        validate.writable_dir(tmp_path, "records")
 
 
 @pytest.mark.parametrize("args", [["--slow"], ["-m", "slow"]])

@@ -47,9 +47,9 @@ def parsed_repro(config: pytest.Config):
         return None
     try:
         return load_example(text)
-    except ValueError as exc:
-        prefix = f"--repro-file {path}: " if path is not None else ""
-        raise pytest.UsageError(prefix + str(exc).removeprefix("--repro: " if prefix else "")) from None
+    except ValueError as exc:  # load_example's message starts "--repro: "
+        message = str(exc) if path is None else f"--repro-file {path}: {str(exc).removeprefix('--repro: ')}"
+        raise pytest.UsageError(message) from None
 
 
 def slow_selected(config: pytest.Config) -> bool:
