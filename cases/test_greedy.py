@@ -7,7 +7,7 @@ checked (see ``harness.checks.decode``). Each comparison is recorded with its fi
 margin there and both texts.
 
 - The shipped Zen-of-Python char model (``reference/zen``) runs everywhere.
-- GPT-2 124M runs from a local Hugging Face directory given by ``--gpt2-dir PATH`` or
+- GPT-2 124M (slow: with ``--slow``) runs from a local Hugging Face directory given by ``--gpt2-dir PATH`` or
   ``$GPT_CONFORMANCE_GPT2_DIR``; without one these cases skip and say so.
 """
 

@@ -7,7 +7,7 @@ consistency, loss consistency; see ``harness/checks/properties.py`` for what eac
 - ``test_named_properties`` pins every named case of ``reference/cases.py`` (except slow) as an
   ``@example``, so it is always tried. They live in their own test because Hypothesis stops at a
   failing explicit example without shrinking it: a bug they catch would hide the shrunk one.
-- ``test_property_repro`` replays one printed example alone (``--repro=<json>``).
+- ``test_property_repro`` replays one printed example alone (``--repro=<json>`` or ``--repro-file PATH``).
 """
 
 import pytest
@@ -15,7 +15,7 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from harness.checks.properties import ExampleChecker, PinnedDraws, check_drawn, invocation_plugins, load_example
+from harness.checks.properties import ExampleChecker, PinnedDraws, check_drawn, invocation_plugins
 from harness.checks.strategies import named_example
 from harness.pytest_plugin.profiles import property_settings
 from reference.cases import NAMED_CASES
@@ -48,8 +48,8 @@ def test_named_properties(target, conformance, pytestconfig, data):
 
 
 @pytest.mark.repro
-def test_property_repro(target, conformance, pytestconfig):
-    name, model_case, inp = load_example(pytestconfig.getoption("repro"))
+def test_property_repro(target, conformance, pytestconfig, repro_example):
+    name, model_case, inp = repro_example
     if name != target.name:
         pytest.skip(f"the --repro example is for target {name!r}")
     ExampleChecker(conformance, target, model_case, invocation_plugins(pytestconfig.invocation_params.args)).check(inp)

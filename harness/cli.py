@@ -1,14 +1,43 @@
-"""Command line (top layer): ``python -m harness``: command-line entry points. Each subcommand is one ``add_*`` function."""
+"""Command line (top layer): ``python -m harness``: command-line entry points. Each subcommand is one ``add_*`` function.
+
+Exit codes (also in ``python -m harness --help``): 0 ok; 1 ``generate --compare`` rejected a
+divergence; 2 bad input (usage, unreadable or unusable files); 3 the target raised or returned
+malformed output; 130 interrupted (Ctrl-C). Every error is one line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
+from typing import TextIO
 
 from harness.core.targets import registry
 from harness.report.render import DEFAULT_MAX_DETAILS, DEFAULT_TREND_THRESHOLD, write_report
 from reference.checkpoint import GPT2_DIR_ENV
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_TARGET_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = ("exit codes: 0 ok; 1 generate --compare rejected a divergence; 2 bad input; "
+              "3 the target raised or returned malformed output; 130 interrupted")
+# generate's longest run: one GPT-2 context. A greedy check covers one context (--compare refuses
+# more), and on a CPU a GPT-2 step costs up to a second, so more is a run of tens of minutes.
+MAX_NEW_TOKENS = 1024
+
+
+class UsageError(Exception):
+    """Bad input: printed as one ``error:`` line, exit code 2."""
+
+
+class TargetError(Exception):
+    """The target raised or returned malformed output: one ``error:`` line, exit code 3."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse's own exit code 2 is kept)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def load_registry() -> None:
@@ -27,7 +56,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
         availability = target.probe()
         state = "can run here" if availability else f"cannot run here: {availability.reason}"
         print(f"{target.name:<24} {target.precision:<14} [{target.marker}] {state}")
-    return 0
+    return EXIT_OK
 
 
 def add_targets(sub: argparse._SubParsersAction) -> None:
@@ -35,85 +64,165 @@ def add_targets(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_targets)
 
 
+def new_tokens(text: str) -> int:
+    """``--max-new-tokens``: a whole number from 1 to MAX_NEW_TOKENS."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= count <= MAX_NEW_TOKENS:
+        raise argparse.ArgumentTypeError(f"{count}: give 1 to {MAX_NEW_TOKENS} tokens (one GPT-2 context)")
+    return count
+
+
+class Progress:
+    """``generate: 120/1000 tokens, 45.3 tokens/s`` on stderr once a run has taken ``after_s``
+    seconds: in place on a terminal, else a line every ``every_s`` seconds."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, after_s: float = 2.0, every_s: float = 10.0):
+        self.total, self.stream, self.after_s = total, stream, after_s
+        self.tty = stream.isatty()
+        self.every_s = 0.5 if self.tty else every_s
+        self.start = self.last = time.monotonic()
+        self.shown = False
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.start < self.after_s or (self.shown and now - self.last < self.every_s):
+            return
+        self.last, self.shown = now, True
+        line = f"generate: {done}/{self.total} tokens, {done / (now - self.start):.1f} tokens/s"
+        self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown and self.tty:
+            self.stream.write("\n")
+
+
+def runnable_target(name: str):
+    """The registered target ``name``, if it can run here."""
+    load_registry()
+    try:
+        target = registry.get(name)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    availability = target.probe()
+    if not availability:
+        raise UsageError(f"target {target.name} cannot run here: {availability.reason}")
+    return target
+
+
+def decode_with_progress(forward, prompt: list[int], count: int, block_size: int, window,
+                         target_name: str) -> tuple[list[int], bool]:
+    """Up to ``count`` greedy tokens, with a progress line: (tokens, whether Ctrl-C stopped them)."""
+    from harness.checks import decode
+
+    tokens: list[int] = []
+    progress = Progress(count)
+    try:
+        for token in decode.greedy_tokens(forward, prompt, block_size, window):
+            tokens.append(token)
+            progress.update(len(tokens))
+            if len(tokens) == count:
+                break
+    except KeyboardInterrupt:
+        return tokens, True
+    except Exception as exc:
+        raise TargetError(f"target {target_name} at token {len(tokens) + 1}: {type(exc).__name__}: {exc}") from None
+    finally:
+        progress.close()
+    return tokens, False
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from harness.checks import decode
     from harness.checks.conformance import run_checked
-    from harness.checks.decode import choose_window, compare_greedy, greedy_decode, reference_greedy
+    from harness.core.errors import UnsupportedHere
     from harness.core.policies import get_policy
     from reference.checkpoint import from_pretrained
     from reference.tokenizers import gpt2_tokenizer
     from reference.train import load_zen_model
 
-    load_registry()
-    try:
-        target = registry.get(args.target)
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
-    availability = target.probe()
-    if not availability:
-        print(f"error: target {target.name} cannot run here: {availability.reason}", file=sys.stderr)
-        return 2
+    if not args.prompt:
+        raise UsageError("--prompt: prompt is empty; give the text to continue")
+    target = runnable_target(args.target)
 
     def load(dtype: torch.dtype):
         if args.gpt2_dir:
             return from_pretrained(args.gpt2_dir, dtype=dtype)
         return load_zen_model(dtype=dtype)[0]
 
-    tokenizer = gpt2_tokenizer() if args.gpt2_dir else load_zen_model()[1]
     try:
+        tokenizer = gpt2_tokenizer() if args.gpt2_dir else load_zen_model()[1]
         prompt = tokenizer.encode(args.prompt)
         model = load(torch.float32)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
     block_size = model.config.block_size
-    runnable = target.prepare(model, model.config)
+    fed = len(prompt) + args.max_new_tokens - 1
+    if args.compare and fed > block_size:
+        raise UsageError(f"--compare checks one context: prompt ({len(prompt)} tokens) + --max-new-tokens "
+                         f"({args.max_new_tokens}) - 1 = {fed} exceeds the model's block_size {block_size}")
+    try:
+        runnable = target.prepare(model, model.config)
+        window = decode.choose_window(target.capabilities, fed, block_size)
+    except UnsupportedHere as exc:
+        raise UsageError(f"target {target.name} cannot run this model: {exc}") from None
+    except Exception as exc:
+        raise TargetError(f"target {target.name}: prepare raised {type(exc).__name__}: {exc}") from None
 
     def forward(idx: torch.Tensor) -> torch.Tensor:
         return run_checked(runnable, target, model.config, idx)[0]
 
-    window = choose_window(target.capabilities, len(prompt) + args.max_new_tokens - 1, block_size)
-    tokens = greedy_decode(forward, prompt, args.max_new_tokens, block_size, window)
+    tokens, interrupted = decode_with_progress(forward, prompt, args.max_new_tokens, block_size, window, target.name)
     print(args.prompt + tokenizer.decode(tokens))
-    if args.compare:
-        try:
-            reference = reference_greedy(load(torch.float64), prompt, args.max_new_tokens)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        comparison = compare_greedy(forward, reference, get_policy(target.precision).greedy_margin, block_size, window)
-        print(comparison.explain(tokenizer.decode))
-        return 0 if comparison.passed else 1
-    return 0
+    if interrupted:
+        print(f"interrupted after {len(tokens)} of {args.max_new_tokens} tokens", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.compare:
+        return EXIT_OK
+    reference = decode.reference_greedy(load(torch.float64), prompt, args.max_new_tokens)
+    try:
+        comparison = decode.compare_greedy(forward, reference, get_policy(target.precision).greedy_margin,
+                                           block_size, window)
+    except Exception as exc:
+        raise TargetError(f"target {target.name} while compared: {type(exc).__name__}: {exc}") from None
+    print(comparison.explain(tokenizer.decode))
+    return EXIT_OK if comparison.passed else EXIT_REJECTED
 
 
 def add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="greedy continuation of a prompt on any target (nanoGPT's sample.py)",
                        description="Print the target's greedy continuation of --prompt. The model is the shipped "
-                                   "Zen-of-Python char model unless --gpt2-dir names a local GPT-2.")
+                                   "Zen-of-Python char model unless --gpt2-dir names a local GPT-2.",
+                       epilog=EXIT_CODES)
     p.add_argument("--target", default="eager", help="registered target name (default: eager)")
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="tokens to generate (default 32)")
+    p.add_argument("--max-new-tokens", type=new_tokens, default=32, metavar="N",
+                   help=f"tokens to generate, 1 to {MAX_NEW_TOKENS} (default 32); a progress line with tokens/s "
+                        "shows on stderr after 2 s, and Ctrl-C prints the text so far")
     p.add_argument("--gpt2-dir", default=os.environ.get(GPT2_DIR_ENV), metavar="PATH",
                    help=f"local Hugging Face GPT-2 directory (default ${GPT2_DIR_ENV}; unset: the tiny Zen model)")
     p.add_argument("--compare", action="store_true",
-                   help="also check the tokens against the float64 reference, tie-aware; exit 1 on a mismatch")
+                   help="also check the tokens against the float64 reference, tie-aware; exit 1 on a rejected "
+                        "divergence")
     p.set_defaults(func=cmd_generate)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     paths = args.records[1:] if args.records[0] == "merge" else args.records
     if not paths:
-        print("error: report merge needs at least one records file or directory", file=sys.stderr)
-        return 2
+        raise UsageError("report merge needs at least one records file or directory")
     try:
         out = write_report(paths, args.output, args.baseline or None, title=args.title,
                            trend_threshold=args.threshold, max_details=args.max_details)
     except (OSError, ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     print(out)
-    return 0
+    return EXIT_OK
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:
@@ -133,20 +242,21 @@ def add_report(sub: argparse._SubParsersAction) -> None:
                    help=f"full detail blocks at most; further failures get one line each (default {DEFAULT_MAX_DETAILS})")
     p.add_argument("--title", default="GPT parity report")
     p.set_defaults(func=cmd_report)
-def cmd_precision(args: argparse.Namespace) -> int:
-    from harness.core.records import read_records
-    from harness.report.precision_cost import COST_COLUMNS, precision_cost_rows
 
-    rows = precision_cost_rows(read_records(args.records))
-    if not rows:
-        print("no quality records found (run cases/test_precision.py first)", file=sys.stderr)
-        return 1
-    header = ["target", "case", "arithmetic", "quality", *COST_COLUMNS]
-    print("  ".join(f"{h:>14}" for h in header))
-    for row in rows:
-        cells = [row[h] for h in header]
-        print("  ".join(f"{c:>14.4g}" if isinstance(c, float) else f"{c!s:>14}" for c in cells))
-    return 0
+
+def cmd_precision(args: argparse.Namespace) -> int:
+    from harness.report.precision_cost import precision_cost_table
+    from harness.report.records_view import load_records
+
+    try:
+        records = load_records(args.records)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    table = precision_cost_table(records)
+    if not table:
+        raise UsageError(f"no quality records in {' '.join(args.records)} (run cases/test_precision.py first)")
+    print(table)
+    return EXIT_OK
 
 
 def add_precision(sub: argparse._SubParsersAction) -> None:
@@ -156,7 +266,7 @@ def add_precision(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness", description="gpt-conformance command line")
+    parser = Parser(prog="python -m harness", description="gpt-conformance command line", epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True)
     add_targets(sub)
     add_generate(sub)
@@ -167,4 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TargetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TARGET_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -17,7 +17,12 @@ layout), so the arithmetic check builds its fake-quant reference from exactly th
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import re
+import sys
+import warnings
 
 import torch
 
@@ -36,6 +41,32 @@ from reference.families import family_of
 
 CALIBRATION_SEED = 1234
 CALIBRATION_BATCHES = 2
+
+
+@contextlib.contextmanager
+def quiet_modelopt_import():
+    """Import modelopt inside this without its warning that the installed transformers "is not
+    tested with current version of modelopt" (modelopt/torch/__init__.py, 0.47: transformers below
+    4.57 or from 5.15 on). The warning is about modelopt's Hugging Face integrations; these targets
+    quantize the reference GPT, a plain nn.Module, and use none of them, so in every run it only
+    hides the warnings that matter. Only this message, as modelopt issues it on import, is
+    filtered; every other warning passes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"transformers \S+ is not tested with current version of modelopt",
+                                category=UserWarning, module=r"modelopt\.torch$")
+        yield
+
+
+# What mtq.quantize prints on every call ("Inserted 33 quantizers"): captured, not shown; any
+# other line it prints is passed through.
+QUANTIZE_SUMMARY = re.compile(r"Inserted \d+ quantizers")
+
+
+def pass_through_unexpected(captured: str) -> None:
+    """Print the lines of modelopt's captured stdout other than its quantizer count."""
+    lines = [line for line in captured.splitlines() if line.strip() and not QUANTIZE_SUMMARY.fullmatch(line.strip())]
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")
 
 
 def quantized_weights_from_modelopt(model: torch.nn.Module) -> dict[str, QuantizedLinear]:
@@ -125,8 +156,13 @@ class ModeloptWeightOnly(Target):
         self.low_precision = LowPrecision(torch.float32, weights=spec)
         self.description = f"modelopt fake quantization, {spec.describe()}, fp32 compute, CPU"
 
+    def probe(self):
+        with quiet_modelopt_import():  # the probe is where a run first imports modelopt
+            return super().probe()
+
     def prepare(self, model, config):
-        import modelopt.torch.quantization as mtq
+        with quiet_modelopt_import():
+            import modelopt.torch.quantization as mtq
 
         if self.spec.block_size is not None:
             for name, module in model.named_modules():
@@ -140,8 +176,11 @@ class ModeloptWeightOnly(Target):
             for batch in batches:
                 m(batch)
 
+        captured = io.StringIO()
         with torch.no_grad():
-            mtq.quantize(quantized, weight_only_config(mtq, self.spec), forward_loop=forward_loop)
+            with contextlib.redirect_stdout(captured):
+                mtq.quantize(quantized, weight_only_config(mtq, self.spec), forward_loop=forward_loop)
+            pass_through_unexpected(captured.getvalue())
             weights = {name: module.weight_quantizer(module.weight).detach()
                        for name, module in quantized.named_modules()
                        if getattr(getattr(module, "weight_quantizer", None), "is_enabled", False)}

@@ -72,6 +72,23 @@ def test_conflicting_duplicates_from_two_machines_are_shown_side_by_side():
     assert "machine-a · run" in detail and "machine-b · run" in detail and "only on machine b" in detail
 
 
+def test_property_examples_of_one_run_are_not_a_conflict_but_one_example_disagreeing_is():
+    # A property check writes one record per Hypothesis example; one example passing and another
+    # skipped (a vacuous causality cut) are two checks. The same example judged differently by two
+    # machines is a conflict.
+    examples = [{"target": "export", "model": {"seed": s}, "input": {"idx": [[1, 2]]}} for s in (1, 2)]
+    one_run = [record("export", "property", "causality", "pass", example=examples[0]),
+               record("export", "property", "causality", "skip", example=examples[1], message="cut at the end")]
+    _, rows, details = build_matrix(one_run)
+    (cell,) = rows[0].cells
+    assert not cell.conflict and cell.segments == ["pass", "skip"] and not details
+    assert not re.search(r'<td class="cell \w+ conflict"', section(render(one_run), "matrix"))
+    two_machines = one_run + [record("export", "property", "causality", "fail", host="machine-b", example=examples[0])]
+    _, rows, details = build_matrix(two_machines)
+    (cell,) = rows[0].cells
+    assert cell.conflict and [d.conflict for d in details] == [True]
+
+
 def test_agreeing_duplicates_are_counted_not_dropped():
     records = [record("eager", "seed", "logits", host=h) for h in ("a", "b", "c")]
     _, rows, details = build_matrix(records)

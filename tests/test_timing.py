@@ -2,6 +2,7 @@
 
 import math
 import random
+import re
 
 import pytest
 from pytest_benchmark.stats import Stats
@@ -102,3 +103,11 @@ def test_peak_option_and_table():
     for bad in (["fast"], ["cuda=-1"], ["cuda=inf"]):
         with pytest.raises(ValueError, match="--peak-flops"):
             parse_peak_option(bad)
+
+
+@pytest.mark.parametrize("bad", ["tpu=1e12", "CUDA=1e12", "*=1e12", "=1e12"])
+def test_peak_option_names_the_known_device_kinds(bad):
+    # An unknown kind matches no target: MFU would silently fall back to the default peak.
+    with pytest.raises(ValueError, match=f"--peak-flops '{re.escape(bad)}': unknown device kind .*; "
+                                         "known: cpu, cuda, neuron$"):
+        parse_peak_option([bad])

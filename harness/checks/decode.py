@@ -20,8 +20,9 @@ later step is still checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 
 import torch
 
@@ -92,16 +93,22 @@ def next_token_logits(forward: Forward, tokens: Sequence[int], block_size: int,
     return row
 
 
+def greedy_tokens(forward: Forward, prompt: Sequence[int], block_size: int, window: StaticWindow | None = None,
+                  pad_id: int = 0) -> Iterator[int]:
+    """The greedy tokens after ``prompt``, one at a time, for as long as the caller takes them
+    (ties go to the lowest id, as ``torch.argmax`` and the reference's ``generate`` break them)."""
+    tokens = list(prompt)
+    while True:
+        tokens.append(int(next_token_logits(forward, tokens, block_size, window, pad_id).argmax()))
+        yield tokens[-1]
+
+
 def greedy_decode(forward: Forward, prompt: Sequence[int], max_new_tokens: int, block_size: int,
                   window: StaticWindow | None = None, pad_id: int = 0) -> list[int]:
-    """The ``max_new_tokens`` greedy tokens after ``prompt`` (ties go to the lowest id, as
-    ``torch.argmax`` and the reference's ``generate`` break them)."""
+    """The ``max_new_tokens`` greedy tokens after ``prompt``."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    tokens = list(prompt)
-    for _ in range(max_new_tokens):
-        tokens.append(int(next_token_logits(forward, tokens, block_size, window, pad_id).argmax()))
-    return tokens[len(prompt):]
+    return list(islice(greedy_tokens(forward, prompt, block_size, window, pad_id), max_new_tokens))
 
 
 @dataclass

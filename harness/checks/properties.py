@@ -290,16 +290,13 @@ def invocation_plugins(args: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def load_example(text: str) -> tuple[str, ModelCase, InputCase]:
-    """Parse a ``--repro`` value: the JSON itself, or ``@path`` to a file holding it."""
-    if text.startswith("@"):
-        with open(text[1:]) as fh:
-            text = fh.read()
+    """Parse the JSON of a ``--repro`` value (or of a ``--repro-file``)."""
     try:
         data = json.loads(text)
         return data["target"], ModelCase.from_dict(data["model"]), InputCase.from_dict(data["input"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"--repro: not a property example ({type(exc).__name__}: {exc}); expected the JSON "
-                         "a failing property test prints, or @FILE holding it") from exc
+                         "a failing property test prints") from exc
 
 
 # --- searching ---------------------------------------------------------------------------

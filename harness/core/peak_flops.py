@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import torch
 
+from harness.core.targets import DEVICE_MARKERS
+
 
 @dataclass(frozen=True)
 class PeakFlops:
@@ -110,12 +112,17 @@ def gpu_peak(device_name: str) -> PeakFlops | None:
 
 
 def parse_peak_option(values: list[str]) -> dict[str, float]:
-    """``--peak-flops`` values, each ``FLOPS`` (every device) or ``DEVICE=FLOPS``, into
-    {device or "*": FLOP/s}; bad input raises ValueError naming it."""
+    """``--peak-flops`` values, each ``FLOPS`` (every device) or ``DEVICE=FLOPS`` with DEVICE a
+    device kind of ``Requirements.device``, into {device or "*": FLOP/s}; bad input raises
+    ValueError naming it."""
     parsed: dict[str, float] = {}
     for raw in values:
         device, sep, number = raw.rpartition("=")
         device = device.strip() if sep else "*"
+        if sep and device not in DEVICE_MARKERS:
+            # A typo'd kind would never match a target, and MFU would silently use the default peak.
+            raise ValueError(f"--peak-flops {raw!r}: unknown device kind {device!r}; known: "
+                             f"{', '.join(sorted(DEVICE_MARKERS))}")
         try:
             flops = float(number)
         except ValueError:

@@ -1,6 +1,7 @@
 """Pytest glue: the pytest plugin: options, target registration and parametrization, hardware gating, records.
 
-Loaded by the repository's ``conftest.py``. Every test that takes a ``target`` argument is
+Loaded by the ``pytest11`` entry point, wherever pytest starts. Options are checked once at start
+(``harness.pytest_plugin.validate``). Every test that takes a ``target`` argument is
 parametrized over the selected targets and carries the target's hardware marker (``cpu``,
 ``gpu``, ``trn1``). Whether a target can run here is probed when the test is set up, never at
 collection, and a target that cannot run skips with its probe's exact reason.
@@ -19,6 +20,14 @@ from harness.checks.session import ConformanceSession, Options
 from harness.core.records import RecordWriter
 from harness.core.targets import Target, registry
 from harness.pytest_plugin import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
+from harness.pytest_plugin.rootdir import redo_setup
+from harness.pytest_plugin.validate import (
+    checked_golden_dir,
+    checked_gpt2_dir,
+    parsed_repro,
+    slow_selected,
+    writable_dir,
+)
 from harness.report.render import write_session_report
 from reference.checkpoint import GPT2_DIR_ENV
 
@@ -30,6 +39,7 @@ SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()
 SLOW_DESELECTED = pytest.StashKey[int]()
 REPORT_KEY = pytest.StashKey[str]()
+REPRO_KEY = pytest.StashKey[tuple | None]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -53,12 +63,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "they are deselected by default unless -m names the slow marker")
     group.addoption("--list-targets", action="store_true", default=False,
                     help="print the registered targets, whether each can run here and why not, then exit")
-    group.addoption("--gpt2-dir", default=os.environ.get(GPT2_DIR_ENV), metavar="PATH",
+    group.addoption("--gpt2-dir", default=None, metavar="PATH",
                     help=f"local Hugging Face GPT-2 directory (config.json + model.safetensors) for the GPT-2 "
-                         f"greedy cases; default ${GPT2_DIR_ENV}; without it they skip")
-    group.addoption("--repro", default=None, metavar="JSON|@FILE",
-                    help="replay one property example (the JSON a failing property test prints, or @FILE "
-                         "holding it) in the tests marked repro; without it those tests are deselected")
+                         f"greedy cases, which are slow (needs --slow); default ${GPT2_DIR_ENV}; without it they skip")
+    group.addoption("--repro", default=None, metavar="JSON",
+                    help="replay one property example (the JSON a failing property test prints; write "
+                         "--repro=JSON) in the tests marked repro; without it those tests are deselected")
+    group.addoption("--repro-file", default=None, metavar="PATH",
+                    help="the same as --repro, with the JSON read from the file PATH")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    # Before anything reads the configuration: see harness/pytest_plugin/rootdir.py.
+    redo_setup(early_config, args)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,15 +90,18 @@ def pytest_configure(config: pytest.Config) -> None:
     unknown = [n for n in config.getoption("target") if n not in registry]
     if unknown:
         raise pytest.UsageError(f"--target {', '.join(unknown)}: unknown target; registered: {registry.names()}")
+    report_dir = writable_dir(config.getoption("report_dir"), "records")
+    golden_dir = checked_golden_dir(config)
+    checked_gpt2_dir(config)
+    config.stash[REPRO_KEY] = parsed_repro(config)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     run_id = os.environ.get("GPT_CONFORMANCE_RUN_ID") or time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     os.environ["GPT_CONFORMANCE_RUN_ID"] = run_id  # xdist workers inherit it, so they share the run id
-    report_dir = Path(config.getoption("report_dir"))
     writer = RecordWriter(report_dir / f"records-{run_id}-{worker}.jsonl", run_id)
     options = Options(report_dir=report_dir, update_goldens=config.getoption("update_goldens"),
                       selected=config.getoption("target"))
-    if config.getoption("golden_dir"):
-        options.golden_dir = Path(config.getoption("golden_dir"))
+    if golden_dir is not None:
+        options.golden_dir = golden_dir
     session = ConformanceSession(registry, writer, options)
     config.stash[SESSION_KEY] = session
     if not hasattr(config, "workerinput"):  # once per run, not once per xdist worker
@@ -120,7 +141,7 @@ def conformance(request: pytest.FixtureRequest) -> ConformanceSession:
 @pytest.fixture(scope="session")
 def gpt2_dir(request: pytest.FixtureRequest) -> Path:
     """The local GPT-2 directory from ``--gpt2-dir`` / ``$GPT_CONFORMANCE_GPT2_DIR``; skips without one."""
-    value = request.config.getoption("gpt2_dir")
+    value = request.config.getoption("gpt2_dir") or os.environ.get(GPT2_DIR_ENV)
     if not value:
         pytest.skip(f"GPT-2 cases need a local Hugging Face GPT-2 directory: --gpt2-dir PATH or ${GPT2_DIR_ENV}")
     path = Path(value)
@@ -130,12 +151,18 @@ def gpt2_dir(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
+def repro_example(request: pytest.FixtureRequest) -> tuple:
+    """The property example given with ``--repro`` or ``--repro-file``: (target name, model case, input case)."""
+    return request.config.stash[REPRO_KEY]
+
+
+@pytest.fixture(scope="session")
 def target_registry():
     return registry
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("repro") is None:
+    if config.stash[REPRO_KEY] is None:
         replays = [item for item in items if item.get_closest_marker("repro")]
         if replays:
             config.hook.pytest_deselected(items=replays)
@@ -151,7 +178,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         print("\n".join(lines))
         items.clear()
         return
-    if not config.getoption("slow") and "slow" not in (config.getoption("markexpr") or ""):
+    if not slow_selected(config):
         slow = [item for item in items if item.get_closest_marker("slow")]
         if slow:
             config.hook.pytest_deselected(items=slow)

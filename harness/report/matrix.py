@@ -3,6 +3,7 @@ status) and the detail blocks of failures, errors and conflicts; also the enviro
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -66,6 +67,17 @@ def _target_sort_key(target: str, device: str) -> tuple:
     return ({"cpu": 0, "cuda": 1, "neuron": 2}.get(device, 3), target != "eager", target)
 
 
+def disagree(records: list[dict]) -> bool:
+    """Whether records of one target, case and check disagree about the same thing checked: a
+    conflict (two machines or two runs). Property checks record one record per Hypothesis example
+    (its ``example`` field), and two examples, one passing and one skipped, are two checks, not a
+    conflict."""
+    by_example: dict[str, set[str]] = defaultdict(set)
+    for rec in records:
+        by_example[json.dumps(rec.get("example"), sort_keys=True, default=str)].add(status_of(rec))
+    return any(len(statuses) > 1 for statuses in by_example.values())
+
+
 def build_matrix(records: list[dict]) -> tuple[list[Column], list[Row], list[Detail]]:
     by_key: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     setup_skips: dict[str, list[dict]] = defaultdict(list)
@@ -98,7 +110,7 @@ def build_matrix(records: list[dict]) -> tuple[list[Column], list[Row], list[Det
     for (target, case, check), recs in sorted(by_key.items(), key=lambda kv: (kv[0][1], kv[0][2], index[kv[0][0]])):
         statuses = sorted({status_of(r) for r in recs}, key=SEVERITY.__getitem__)
         worst = statuses[0]
-        conflict = len(statuses) > 1
+        conflict = disagree(recs)
         recs = sorted(recs, key=lambda r: (SEVERITY[status_of(r)], source_of(r)))
         needs_detail = worst in BAD or conflict
         a = anchor((target, case, check))

@@ -58,21 +58,43 @@ def precision_cost(records: list[dict]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: r["target"])
 
 
-COST_COLUMNS = ("max_rel", "top1_agreement", "kl_mean", "ppl_ratio", "greedy_divergence_index")
+# The quality metrics of ``python -m harness precision``: (heading, as docs/precision.md names
+# them; the key in a quality record's metrics).
+COST_COLUMNS = (("max error / range", "max_rel"), ("top-1", "top1_agreement"), ("mean KL", "kl_mean"),
+                ("PPL ratio", "ppl_ratio"), ("greedy divergence index", "greedy_divergence_index"))
+NOT_RECORDED = "-"
 
 
 def precision_cost_rows(records: list[dict]) -> list[dict]:
     """One row per (target, case) from ``quality`` records: what each precision costs, with the
-    arithmetic verdict of the same target and case beside it. Where records of several runs are
-    read, the last record of a (target, case) wins."""
-    arithmetic = {(r["target"], r["case"]): r["status"] for r in records if r.get("check") == "arithmetic"}
+    arithmetic verdict of the same target and case beside it. Statuses are the records' own
+    (pass, fail, error, skip, recorded, or whatever a record says); a missing one is ``-``. Where
+    records of several runs are read, the last record of a (target, case) wins."""
+    arithmetic = {(r.get("target"), r.get("case")): r.get("status") for r in records if r.get("check") == "arithmetic"}
     rows = {}
     for r in records:
         if r.get("check") != "quality":
             continue
-        key = (r["target"], r["case"])
-        metrics = r.get("metrics") or {}
-        rows[key] = {"target": r["target"], "precision": r.get("precision"), "case": r["case"],
-                     "arithmetic": arithmetic.get(key, "-"), "quality": r["status"],
-                     **{c: metrics.get(c) for c in COST_COLUMNS}}
-    return sorted(rows.values(), key=lambda row: (row["precision"] or "", row["target"], row["case"]))
+        key = (r.get("target"), r.get("case"))
+        metrics = as_dict(r.get("metrics"))
+        rows[key] = {"target": r.get("target"), "precision": r.get("precision"), "case": r.get("case"),
+                     "arithmetic": arithmetic.get(key), "quality": r.get("status"),
+                     **{heading: metrics.get(key) for heading, key in COST_COLUMNS}}
+    return sorted(rows.values(), key=lambda row: (str(row["precision"] or ""), str(row["target"]), str(row["case"])))
+
+
+def precision_cost_table(records: list[dict]) -> str:
+    """``precision_cost_rows`` as aligned text, numbers to 4 significant digits, ``-`` for a value
+    no record holds; empty when there are no quality records."""
+    rows = precision_cost_rows(records)
+    if not rows:
+        return ""
+    header = ["target", "case", "arithmetic", "quality", *(heading for heading, _ in COST_COLUMNS)]
+    cells = [[NOT_RECORDED if row[h] is None else f"{row[h]:.4g}" if isinstance(row[h], float) else str(row[h])
+              for h in header] for row in rows]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+
+    def aligned(line: list[str]) -> str:  # names and statuses to the left, numbers to the right
+        return "  ".join(c.ljust(widths[i]) if i < 4 else c.rjust(widths[i]) for i, c in enumerate(line)).rstrip()
+
+    return "\n".join(aligned(line) for line in [header, *cells])

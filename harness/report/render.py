@@ -29,8 +29,10 @@ Optional sections light up when records carry them:
   ratio_q3 (whiskers; else the target's quartiles over eager's median), eager_median_s or
   eager: {median_s}, mfu, time_to_first_result_s, rounds}.
 
-A target+case+check seen with different statuses (two machines, two runs) is a *conflict*: its
-cell shows every status and its detail shows the records side by side; nothing is dropped.
+A target+case+check seen with different statuses for the same thing checked (two machines, two
+runs) is a *conflict*: its cell shows every status and its detail shows the records side by side;
+nothing is dropped. Property records are per Hypothesis example (their ``example`` field): two
+examples with different statuses are two checks, not a conflict.
 Records with check "setup" and status "skip" (the plugin's record of a target that cannot run
 here) make no row: their reason is shown once, at the target's column head.
 """
