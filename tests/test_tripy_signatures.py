@@ -1,6 +1,6 @@
 """nvtripy 0.1.7's own signatures, read from its installed sources, against the two pieces of
 code that must agree with them: every ``tp.*`` call in ``targets/tripy_gpt.py``, and every public
-definition of the CPU stand-in ``tests/nvtripy_standin.py``.
+definition of the CPU stand-in ``tests/nvtripy_standin/``.
 
 mypy checks the adapter's use of nvtripy's classes against its stubs, but nvtripy's functions are
 wrapped in unannotated decorators (``export.public_api``, ``wrappers.interface``), so mypy sees
@@ -22,7 +22,7 @@ from targets import tripy
 from tests import nvtripy_standin
 
 ADAPTER = Path(tripy.__file__).with_name("tripy_gpt.py")
-STANDIN = Path(nvtripy_standin.__file__)
+STANDIN_FILES = sorted(Path(nvtripy_standin.__file__).parent.glob("*.py"))
 
 
 def nvtripy_sources() -> Path:
@@ -169,7 +169,7 @@ def fits(standin: ast.FunctionDef, real: ast.FunctionDef) -> bool:
         o[:3] == t[:3] and (o[3] <= t[3] or not t[3]) for o, t in zip(ours, theirs, strict=True))
 
 
-def standin_definitions(source: str) -> dict[tuple[str, str], list[ast.FunctionDef]]:
+def standin_definitions(sources: list[str]) -> dict[tuple[str, str], list[ast.FunctionDef]]:
     """(class or "", name) -> the stand-in's public definitions; a function with @overload
     declarations is represented by them, not by its catch-all implementation."""
     found: dict[tuple[str, str], list[ast.FunctionDef]] = {}
@@ -178,7 +178,7 @@ def standin_definitions(source: str) -> dict[tuple[str, str], list[ast.FunctionD
     def visible(f: ast.FunctionDef) -> bool:
         return not f.name.startswith("_") or (f.name.startswith("__") and f.name.endswith("__"))
 
-    for item in ast.parse(source).body:
+    for item in (node for source in sources for node in ast.parse(source).body):
         if isinstance(item, ast.FunctionDef) and item.name in public:
             found.setdefault(("", item.name), []).append(item)
         elif isinstance(item, ast.ClassDef) and item.name in public:
@@ -220,7 +220,7 @@ def test_standin_names_are_nvtripy_names_and_cover_the_adapter():
 
 
 def test_standin_keeps_nvtripy_signatures():
-    definitions = standin_definitions(STANDIN.read_text())
+    definitions = standin_definitions([path.read_text() for path in STANDIN_FILES])
     # The operators the adapter's TensorOps protocol names, and what TripyRunner calls.
     assert {("Tensor", "__matmul__"), ("Tensor", "__lt__"), ("Tensor", "shape"), ("Module", "load_state_dict"),
             ("Executable", "__call__"), ("Stream", "synchronize"), ("", "compile"), ("", "arange")} <= set(definitions)
@@ -238,6 +238,7 @@ def test_standin_keeps_nvtripy_signatures():
     ("    def eval(self) -> Tensor:", "    def evaluate(self) -> Tensor:"),  # no such method in nvtripy
 ])
 def test_signature_comparison_catches_a_drifted_standin(old, new):
-    source = STANDIN.read_text()
-    assert source.count(old) == 1, old
-    assert signature_errors(standin_definitions(source.replace(old, new)), nvtripy_sources())
+    sources = [path.read_text() for path in STANDIN_FILES]
+    assert sum(source.count(old) for source in sources) == 1, old
+    drifted = [source.replace(old, new) for source in sources]
+    assert signature_errors(standin_definitions(drifted), nvtripy_sources())

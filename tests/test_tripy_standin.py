@@ -1,6 +1,6 @@
 """The Tripy adapter's own graph, ``targets/tripy_gpt.py``, run end to end on CPU.
 
-``tests/nvtripy_standin.py`` stands in for nvtripy (injected as ``nvtripy`` here only), so the
+``tests/nvtripy_standin/`` stands in for nvtripy (injected as ``nvtripy`` here only), so the
 targets of ``targets/tripy.py`` prepare as they would on a GPU: the GPT is built from the
 reference's weights (``tripy_state_dict``, with ``harness.core.quant``'s int8 and int4 codes and
 scales for the quantized modes), loaded strictly, compiled with its shape bounds and run. The
