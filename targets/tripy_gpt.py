@@ -1,7 +1,8 @@
 """The reference GPT as nvtripy 0.1.7 modules, compiled once per model by ``tp.compile``.
 
 Imported only by ``targets.tripy`` when a Tripy target is prepared: ``import nvtripy`` needs
-TensorRT and MLIR-TensorRT. Everything numerical that can be checked on a CPU (parameter names,
+TensorRT and MLIR-TensorRT. On a CPU, ``tests/test_tripy_standin.py`` runs this very module with a
+torch stand-in for nvtripy. Everything numerical that can be checked on a CPU (parameter names,
 layouts, scales, mask, bounds) is computed in ``targets.tripy`` and arrives here as torch tensors;
 this module only builds the graph, loads those tensors and moves inputs and outputs.
 

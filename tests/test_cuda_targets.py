@@ -20,6 +20,7 @@ from harness.checks.latency import LatencyRun, peak_compute
 from harness.checks.precision import low_precision_of, output_arithmetic_verdicts
 from harness.core.metrics import logit_metrics
 from harness.core.policies import get_policy
+from harness.report.matrix import build_matrix
 from reference.cases import named_case
 from reference.goldens import load_golden
 from targets import cuda, lowp, tripy
@@ -240,3 +241,17 @@ def test_latency_rounds_of_cuda_targets_end_synchronized(name, synchronizes, mon
 def test_mfu_peak_class_follows_the_arithmetic():
     assert [peak_compute(TARGETS[n]) for n in NAMES] == ["fp32", "tf32", "16-bit", "16-bit", "fp32"]
     assert peak_compute(tripy.TRIPY_INT4_WO) == "16-bit" and peak_compute(tripy.TRIPY_FP32) == "fp32"
+
+
+# --- the report ------------------------------------------------------------------------------
+
+def test_report_shows_torch_cuda_beside_tripy():
+    """One matrix: a column per target, the GPU's together (eager-cuda first), one row per check."""
+    machines = [("tripy-fp32", "cuda"), ("neuron", "neuron"), ("eager", "cpu"), ("inductor-cuda", "cuda"),
+                ("eager-cuda", "cuda")]
+    records = [{"target": t, "device": d, "precision": "fp32", "case": "seed", "check": "logits", "status": "pass"}
+               for t, d in machines]
+    columns, rows, _ = build_matrix(records)
+    assert [c.target for c in columns] == ["eager", "eager-cuda", "inductor-cuda", "tripy-fp32", "neuron"]
+    (row,) = rows
+    assert all(cell is not None and cell.status == "pass" for cell in row.cells)
