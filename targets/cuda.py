@@ -78,10 +78,15 @@ TRITON_MIN_CAPABILITY = (7, 0)
 
 
 def cuda_environment(torch_device: str) -> dict:
-    """The GPU and the CUDA torch was built with; nothing that initialises CUDA on a CPU machine."""
+    """The GPU, the CUDA torch was built with, and torch's defaults for 16-bit matmul sums (cuBLAS
+    may sum fp16/bf16 products in reduced precision unless these are off); nothing here
+    initialises CUDA on a CPU machine."""
     on_gpu = torch_device == "cuda" and torch.cuda.is_available()
+    matmul = torch.backends.cuda.matmul
     return {"torch_device": torch_device, "cuda": torch.version.cuda,
-            "gpu": torch.cuda.get_device_name() if on_gpu else None}
+            "gpu": torch.cuda.get_device_name() if on_gpu else None,
+            "fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,
+            "bf16_reduced_precision_reduction": matmul.allow_bf16_reduced_precision_reduction}
 
 
 class EagerCudaTarget(Target):
