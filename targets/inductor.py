@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from harness.api import ALL_FAMILIES, AVAILABLE, Availability, Capabilities, Target, UnsupportedHere
+from targets.devices import on_device, outputs_to_cpu
 from targets.export import FunctionalGPT
 
 # Every config the session sees is a separate dynamo cache entry of the same code object
@@ -78,6 +79,8 @@ class InductorTarget(Target):
     capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES)
     # First compile of a config takes tens of seconds on a 2-core laptop (measured 30-75 s).
     marks = ("slow",)
+    # Where the model and its inputs live; inductor-cuda (targets/cuda.py) runs on "cuda".
+    torch_device = "cpu"
 
     def __init__(self) -> None:
         self._programs: dict[tuple[Any, bool], CompiledProgram] = {}
@@ -112,13 +115,14 @@ class InductorTarget(Target):
         return self._programs[key]
 
     def prepare(self, model, config):
-        model = model.eval()
+        model = on_device(model, self.torch_device)  # buffers too: the program runs the first model's
         params = {name: p.detach() for name, p in model.named_parameters()}
 
         def run(idx, targets=None):
             program = self.program(model, with_targets=targets is not None)
             inputs = (idx,) if targets is None else (idx, targets)
-            inputs = tuple(t.clone() for t in inputs)  # marking dims dynamic tags the tensor itself
+            # A copy on the device: marking dims dynamic tags the tensor itself.
+            inputs = tuple(t.to(self.torch_device, copy=True) for t in inputs)
             mark_dynamic(*inputs)
             before = dynamo_graph_count()
             with dynamo_config_patch():
@@ -127,7 +131,7 @@ class InductorTarget(Target):
             if before is not None and after is not None:
                 program.graphs += after - before
             self.calls += 1
-            return out
+            return outputs_to_cpu(out)
 
         return run
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from targets.tripy_gpt import TripyRunner
 
 NVTRIPY_HINT = ("nvtripy's runtime (tensorrt, mlir-tensorrt) comes from NVIDIA's own package index, "
-                "not PyPI: see README.md, 'Tripy tier (NVIDIA GPU)'")
+                "not PyPI: see docs/tripy.md, 'Install'")
 
 
 Quantizer = Callable[[GPT, TripyMode], Mapping[str, QuantizedLinearLike]]

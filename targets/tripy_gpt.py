@@ -1,7 +1,8 @@
 """The reference GPT as nvtripy 0.1.7 modules, compiled once per model by ``tp.compile``.
 
 Imported only by ``targets.tripy`` when a Tripy target is prepared: ``import nvtripy`` needs
-TensorRT and MLIR-TensorRT. Everything numerical that can be checked on a CPU (parameter names,
+TensorRT and MLIR-TensorRT. On a CPU, ``tests/test_tripy_standin.py`` runs this very module with a
+torch stand-in for nvtripy. Everything numerical that can be checked on a CPU (parameter names,
 layouts, scales, mask, bounds) is computed in ``targets.tripy`` and arrives here as torch tensors;
 this module only builds the graph, loads those tensors and moves inputs and outputs.
 
@@ -177,6 +178,10 @@ class TripyRunner:
     """The runnable of one prepared model: builds and loads the Tripy GPT at once, compiles it on
     the first input with dynamic batch and sequence bounds, and reuses that engine afterwards."""
 
+    # Where token ids go before the engine runs: nvtripy's executables take GPU tensors. The CPU
+    # test of this graph (tests/test_tripy_standin.py, a torch stand-in for nvtripy) sets "cpu".
+    device = "cuda"
+
     def __init__(self, config: GPTConfig, mode: TripyMode, state: Mapping[str, torch.Tensor],
                  plans: Mapping[str, LinearQuant], max_batch: int):
         self.config = config
@@ -205,8 +210,9 @@ class TripyRunner:
         if not self.bounds.admits(batch, seq_len):
             raise UnsupportedHere(f"input shape ({batch}, {seq_len}) is outside the compiled bounds "
                                   f"batch {self.bounds.batch}, seq {self.bounds.seq}")
-        device_idx = idx.to(device="cuda", dtype=torch.int32).contiguous()
-        torch.cuda.synchronize()  # the copy runs on torch's stream; the engine runs on Tripy's
+        device_idx = idx.to(device=self.device, dtype=torch.int32).contiguous()
+        if self.device == "cuda":
+            torch.cuda.synchronize()  # the copy runs on torch's stream; the engine runs on Tripy's
         out = self.executable(tp.Tensor(device_idx).eval())
         if not isinstance(out, tp.Tensor):
             raise TypeError(f"the compiled GPT returned {type(out).__name__}, expected one tensor of logits")

@@ -7,8 +7,8 @@ import re
 import pytest
 from pytest_benchmark.stats import Stats
 
-from harness.core.peak_flops import cpu_peak_estimate, fp32_lanes, parse_cpuinfo, parse_peak_option, peak_for
-from harness.core.timing import mfu, quartiles, ratio_vs_baseline, summarize, time_rounds
+from harness.core.peak_flops import cpu_peak_estimate, fp32_lanes, gpu_peak, parse_cpuinfo, parse_peak_option, peak_for
+from harness.core.timing import mfu, quartiles, ratio_vs_baseline, summarize, synchronized, time_rounds
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 9, 30, 31])
@@ -111,3 +111,33 @@ def test_peak_option_names_the_known_device_kinds(bad):
     with pytest.raises(ValueError, match=f"--peak-flops '{re.escape(bad)}': unknown device kind .*; "
                                          "known: cpu, cuda, neuron$"):
         parse_peak_option([bad])
+
+
+@pytest.mark.parametrize("name, compute, tflops", [
+    ("NVIDIA H100 80GB HBM3", "16-bit", 989.5),  # the SXM part
+    ("NVIDIA H100 80GB HBM3", "fp32", 67),
+    ("NVIDIA H100 PCIe", "16-bit", 756.5),
+    ("NVIDIA H100 NVL", "tf32", 417.5),
+    ("NVIDIA H200", "16-bit", 989.5),
+    ("NVIDIA H200", "tf32", 494.5),
+    ("NVIDIA H200 NVL", "fp32", 60),
+    ("NVIDIA A100-SXM4-80GB", "tf32", 156),
+])
+def test_gpu_peaks_by_compute_class(name, compute, tflops):
+    peak = gpu_peak(name, compute)
+    assert peak.flops == pytest.approx(tflops * 1e12) and "datasheet" in peak.source
+
+
+def test_gpu_peak_of_unknown_gpu_or_class():
+    assert gpu_peak("NVIDIA GeForce RTX 4090") is None
+    with pytest.raises(ValueError, match="compute class"):
+        gpu_peak("NVIDIA H200", "fp64")
+
+
+def test_synchronized_call_waits_inside_the_timed_call():
+    events = []
+    call = synchronized(lambda: events.append("call") or 7, lambda: events.append("sync"))
+    seconds = time_rounds(call, rounds=2, warmup_rounds=1, timer=lambda: events.append("tick") or 0.0)
+    assert call() == 7 and seconds == [0.0, 0.0]
+    # The warm-up round, then each timed round: the clock stops after the device has finished.
+    assert events == ["call", "sync", "tick", "call", "sync", "tick", "tick", "call", "sync", "tick", "call", "sync"]

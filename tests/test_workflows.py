@@ -17,6 +17,7 @@ from harness.cli import build_parser, cmd_report
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is not installed (pip install -e '.[test]')")
 WORKFLOWS = Path(__file__).resolve().parent.parent / ".github" / "workflows"
+DOCS = WORKFLOWS.parent.parent / "docs"
 LOGIC_WORDS = {"and", "or", "not"}
 
 
@@ -161,3 +162,25 @@ def test_installs_name_extras_and_dependencies_that_exist():
     (deps,) = [shlex.split(c)[4:] for c in commands(trn1) if c.startswith("python -m pip install") and "-e" not in c]
     assert {d.lower() for d in deps} == requirements - {"torch"}, \
         "the trn1 job installs the project with --no-deps (to keep the Neuron venv's torch): list every other dependency"
+
+
+def documented_installs(page: str, heading: str) -> list[list[str]]:
+    """The ``pip install`` commands of the first bash block under ``heading`` in docs/PAGE, as argv
+    lists, comments dropped."""
+    text = (DOCS / page).read_text().split(f"\n{heading}\n", 1)[1]
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines()
+            if shlex.split(line, comments=True)[:2] == ["pip", "install"]]
+
+
+def test_gpu_job_installs_what_the_tripy_page_says():
+    """The runner keeps its own CUDA torch (a venv that sees the system site-packages, no torch
+    install); everything else the page installs, the job installs, with the same arguments, and the
+    package list comes from a repository variable as the trn1 job's venv does."""
+    gpu = load("nightly.yml")["jobs"]["gpu"]
+    documented = [args for args in documented_installs("tripy.md", "## Install") if args[2:] != ["torch"]]
+    assert ["pip", "install", "nvtripy==0.1.7", "-f", "$TRIPY_PACKAGES"] in documented
+    installed = [shlex.split(c)[2:] for c in commands(gpu) if c.startswith("python -m pip install")]
+    assert installed == documented
+    assert any(c.startswith("python3 -m venv --system-site-packages") for c in commands(gpu))
+    assert "vars.TRIPY_PACKAGES" in gpu["env"]["TRIPY_PACKAGES"]

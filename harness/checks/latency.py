@@ -33,7 +33,7 @@ from harness.core.errors import CheckFailed, UnsupportedHere
 from harness.core.peak_flops import peak_for
 from harness.core.policies import Verdict
 from harness.core.targets import Target
-from harness.core.timing import TimingSummary, mfu, ratio_vs_baseline, summarize, time_rounds
+from harness.core.timing import TimingSummary, mfu, ratio_vs_baseline, summarize, synchronized, time_rounds
 from reference.goldens import reference_outputs
 from reference.model import GPT
 
@@ -71,6 +71,19 @@ def forward_flops(model: GPT, batch: int, seq_len: int) -> float:
     """Forward-only model FLOPs of one call on [batch, seq_len]: ``flops_per_token(T, training=False)``
     (2N + 4·L·H·Q·T, a third of nanoGPT's training count 6N + 12·L·H·Q·T) per token."""
     return batch * seq_len * model.flops_per_token(seq_len, training=False)
+
+
+def device_synchronizer(target: Target) -> Callable[[], None] | None:
+    """What waits for a target's device to finish: ``torch.cuda.synchronize`` for a CUDA target."""
+    return torch.cuda.synchronize if target.requirements.device == "cuda" else None
+
+
+def peak_compute(target: Target) -> str:
+    """The peak-FLOP/s class a target's arithmetic runs at (``harness.core.peak_flops``): 16-bit
+    for a low-precision target (its compute dtype), tf32 for the tf32 policy, else fp32."""
+    if low_precision_of(target) is not None:
+        return "16-bit"
+    return "tf32" if target.precision == "tf32" else "fp32"
 
 
 def summary_dict(summary: TimingSummary) -> dict[str, float]:
@@ -139,7 +152,12 @@ class LatencyRun:
 
     def measure(self, target_call: Callable[[], Any], baseline_call: Callable[[], Any], rounds: int,
                 warmup_rounds: int) -> tuple[list[float], list[float], Any]:
-        """(target seconds per round, eager seconds per round, the target call's last result)."""
+        """(target seconds per round, eager seconds per round, the target call's last result). A CUDA
+        target's rounds each end when the GPU is done (``device_synchronizer``)."""
+        synchronize = device_synchronizer(self.target)
+        if synchronize is not None:
+            synchronize()  # nothing of the first call left queued in the first round
+            target_call = synchronized(target_call, synchronize)
         with torch.no_grad():
             baseline_s = time_rounds(baseline_call, rounds, warmup_rounds)
             result = self.benchmark.pedantic(target_call, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
@@ -153,7 +171,7 @@ class LatencyRun:
             raise RuntimeError("LatencyRun.record before first_result: the output was never checked")
         summary, eager = summarize(target_s), summarize(baseline_s)
         ratio = ratio_vs_baseline(target_s, baseline_s)
-        peak = peak_for(self.target.requirements.device, self.settings.peak_overrides)
+        peak = peak_for(self.target.requirements.device, self.settings.peak_overrides, peak_compute(self.target))
         achieved = flops / summary.median_s
         latency = {
             **summary_dict(summary),

@@ -23,19 +23,37 @@ class PeakFlops:
     source: str
 
 
-# Dense (no structured sparsity) tensor-core figures; our GPU targets run in fp16/bf16.
-# A100: NVIDIA A100 datasheet, BF16 tensor core 312 TFLOPS (624 with sparsity).
-# H100/H200 SXM: NVIDIA H100 datasheet, BF16 tensor core 1,979 TFLOPS *with sparsity*, so
-#   989 dense; H200 has the same compute as H100 SXM. H100 PCIe: 1,513 sparse, 756 dense.
+# The compute classes of a GPU peak: "fp32" (CUDA cores: IEEE float32, what eager-cuda and the
+# fp32 targets ask for), "tf32" and "16-bit" (tensor cores; fp16 and bf16 have the same peak).
+COMPUTE_CLASSES = ("fp32", "tf32", "16-bit")
+
+
+def _gpu(name: str, fp32: float, tf32_sparse: float, bf16_sparse: float, datasheet: str) -> dict[str, PeakFlops]:
+    """A GPU's dense peaks in TFLOPS. Datasheets print tensor-core figures with 2:4 structured
+    sparsity, twice the dense rate our models run at, so those are halved."""
+    source = f"NVIDIA {datasheet} datasheet, {name}"
+    return {"fp32": PeakFlops(fp32 * 1e12, f"{source}, FP32 {fp32:g} TFLOPS"),
+            "tf32": PeakFlops(tf32_sparse / 2 * 1e12, f"{source}, TF32 tensor core {tf32_sparse:g} sparse / 2"),
+            "16-bit": PeakFlops(bf16_sparse / 2 * 1e12, f"{source}, BF16/FP16 tensor core {bf16_sparse:g} sparse / 2")}
+
+
+# Matched by substring of torch.cuda.get_device_name(), first match wins: the more specific names
+# first ("NVIDIA H100 PCIe" before "H100"; the SXM parts are named "NVIDIA H100 80GB HBM3" and
+# "NVIDIA H200"). Figures from NVIDIA's datasheets: "NVIDIA A100 Tensor Core GPU" (FP32 19.5, TF32
+# 312 and BF16 624 with sparsity), "NVIDIA H100 Tensor Core GPU" (SXM: 67, 989, 1,979; PCIe: 51,
+# 756, 1,513; NVL: 60, 835, 1,671) and "NVIDIA H200 Tensor Core GPU" (SXM: 67, 989, 1,979; NVL: 60,
+# 835, 1,671).
+GPU_TABLE: tuple[tuple[str, dict[str, PeakFlops]], ...] = (
+    ("H100 PCIe", _gpu("H100 PCIe", 51, 756, 1513, "H100 Tensor Core GPU")),
+    ("H100 NVL", _gpu("H100 NVL", 60, 835, 1671, "H100 Tensor Core GPU")),
+    ("H100", _gpu("H100 SXM", 67, 989, 1979, "H100 Tensor Core GPU")),
+    ("H200 NVL", _gpu("H200 NVL", 60, 835, 1671, "H200 Tensor Core GPU")),
+    ("H200", _gpu("H200 SXM", 67, 989, 1979, "H200 Tensor Core GPU")),
+    ("A100", _gpu("A100", 19.5, 312, 624, "A100 Tensor Core GPU")),
+)
 # trn1: one NeuronCore-v2, the unit torch_neuronx.trace runs on. AWS Neuron docs, "Trainium
 #   Architecture": each Trainium chip is two NeuronCore-v2 delivering 190 FP16/BF16 TFLOPS, so 95
 #   per core (https://awsdocs-neuron.readthedocs-hosted.com/en/latest/general/arch/neuron-hardware/trainium.html).
-GPU_TABLE: tuple[tuple[str, PeakFlops], ...] = (
-    ("H100 PCIe", PeakFlops(756e12, "NVIDIA H100 PCIe datasheet, bf16 dense")),
-    ("H100", PeakFlops(989e12, "NVIDIA H100 SXM datasheet, bf16 dense")),
-    ("H200", PeakFlops(989e12, "NVIDIA H200 (H100 SXM compute) datasheet, bf16 dense")),
-    ("A100", PeakFlops(312e12, "NVIDIA A100 datasheet, bf16 dense")),
-)
 TRN1_NEURONCORE_V2 = PeakFlops(95e12, "AWS Trainium docs: 190 bf16 TFLOPS per chip / 2 NeuronCore-v2")
 
 # FMA units per core are not in /proc/cpuinfo; 2 is right for most x86 server and desktop cores
@@ -104,10 +122,13 @@ def cpu_peak() -> PeakFlops:
     return cpu_peak_estimate(cores, ghz, flags)
 
 
-def gpu_peak(device_name: str) -> PeakFlops | None:
-    for key, peak in GPU_TABLE:
+def gpu_peak(device_name: str, compute: str = "16-bit") -> PeakFlops | None:
+    """The datasheet peak of the GPU called ``device_name`` for a ``compute`` class; None if unknown."""
+    if compute not in COMPUTE_CLASSES:
+        raise ValueError(f"compute class {compute!r}: expected one of {COMPUTE_CLASSES}")
+    for key, peaks in GPU_TABLE:
         if key.lower() in device_name.lower():
-            return peak
+            return peaks[compute]
     return None
 
 
@@ -133,8 +154,9 @@ def parse_peak_option(values: list[str]) -> dict[str, float]:
     return parsed
 
 
-def peak_for(device: str, overrides: dict[str, float]) -> PeakFlops | None:
-    """Peak FLOP/s of a target's device ("cpu", "cuda", "neuron"); None if nothing is known."""
+def peak_for(device: str, overrides: dict[str, float], compute: str = "16-bit") -> PeakFlops | None:
+    """Peak FLOP/s of a target's device ("cpu", "cuda", "neuron"); None if nothing is known. On a
+    GPU, ``compute`` picks the datasheet figure: "fp32", "tf32" or "16-bit" (``COMPUTE_CLASSES``)."""
     for key in (device, "*"):
         if key in overrides:
             return PeakFlops(overrides[key], f"--peak-flops {key}={overrides[key]:g} (user)")
@@ -143,5 +165,5 @@ def peak_for(device: str, overrides: dict[str, float]) -> PeakFlops | None:
     if device == "neuron":
         return TRN1_NEURONCORE_V2
     if device == "cuda" and torch.cuda.is_available():
-        return gpu_peak(torch.cuda.get_device_name())
+        return gpu_peak(torch.cuda.get_device_name(), compute)
     return None

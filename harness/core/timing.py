@@ -91,6 +91,18 @@ def mfu(flops: float, seconds: float, peak_flops: float) -> float:
     return flops_per_second(flops, seconds) / peak_flops
 
 
+def synchronized(fn: Callable[[], object], synchronize: Callable[[], None]) -> Callable[[], object]:
+    """``fn`` followed by ``synchronize()``, as one call to time. A device that runs asynchronously
+    (CUDA: a call returns once its kernels are queued) is then timed to the end of its work, not
+    to the last launch; the previous round's ``synchronize`` left nothing queued before the start."""
+    def call() -> object:
+        result = fn()
+        synchronize()
+        return result
+
+    return call
+
+
 def time_rounds(fn: Callable[[], object], rounds: int, warmup_rounds: int,
                 timer: Callable[[], float] = time.perf_counter) -> list[float]:
     """Per-round seconds of ``fn()`` after ``warmup_rounds`` untimed calls: the protocol of
