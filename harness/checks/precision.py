@@ -141,8 +141,9 @@ def arithmetic_verdict(session: ConformanceSession, target: Target, spec: CaseSp
             quantized = reported_quantized_weights(target, runnable, golden.model)
         except ScaleLayoutError as exc:
             return Verdict("arithmetic", "fail", policy.name, message=f"scales disagree with the model's weights: {exc}")
-    ref = arithmetic_reference(golden.model, dequantized_weights(quantized), declared.compute_dtype,
-                               golden.idx, golden.targets)
+    with session.timed(target, "reference"):
+        ref = arithmetic_reference(golden.model, dequantized_weights(quantized), declared.compute_dtype,
+                                   golden.idx, golden.targets)
     logits_verdict, loss_verdict = judge_arithmetic(policy, ref, logits, loss)
     verdict = logits_verdict
     if loss_verdict is not None and not loss_verdict.passed and logits_verdict.passed:

@@ -157,7 +157,8 @@ class ExampleChecker:
                             message=f"the target does not accept input shape {inp.shape}")
             return
         idx, targets = inp.tensor("idx"), inp.tensor("targets")
-        logits64, loss64, logits32, loss32 = reference_outputs(self.model, idx, targets)
+        with self.session.timed(self.target, "reference"):
+            logits64, loss64, logits32, loss32 = reference_outputs(self.model, idx, targets)
         truth = Truth(logits64, loss64, logits32, loss32)
         logits, loss = self.run(idx, targets, example)
         verdicts: list[tuple[str, Verdict | None, str]] = []
@@ -232,13 +233,14 @@ class ExampleChecker:
         """(fp64 truth, the reference in the target's compute dtype), both with the target's own
         weights, on ``idx``: what the target's arithmetic explains."""
         declared = low_precision_of(self.target)
-        if declared is None:
-            logits64, _, logits32, _ = reference_outputs(self.model, idx, targets)
-            return logits64, logits32
-        runnable = self.session.prepare(self.target, self.model, CASE_ID).runnable
-        quantized = reported_quantized_weights(self.target, runnable, self.model) if declared.weights else {}
-        ref = arithmetic_reference(self.model, dequantized_weights(quantized), declared.compute_dtype, idx, targets)
-        return ref.logits64, ref.logits
+        runnable = self.session.prepare(self.target, self.model, CASE_ID).runnable if declared else None
+        with self.session.timed(self.target, "reference"):
+            if declared is None:
+                logits64, _, logits32, _ = reference_outputs(self.model, idx, targets)
+                return logits64, logits32
+            quantized = reported_quantized_weights(self.target, runnable, self.model) if declared.weights else {}
+            ref = arithmetic_reference(self.model, dequantized_weights(quantized), declared.compute_dtype, idx, targets)
+            return ref.logits64, ref.logits
 
     def invariant(self, check: str, got: torch.Tensor, expected: torch.Tensor,
                   run_a: tuple[torch.Tensor, torch.Tensor], run_b: tuple[torch.Tensor, torch.Tensor],

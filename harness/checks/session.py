@@ -9,7 +9,9 @@ whole run and never a pass. Outcomes are raised as ``harness.core.errors`` excep
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,8 @@ class ConformanceSession:
         # The test that records belong to (set by the pytest plugin), and each test's statuses,
         # so that a test's outcome can be checked against its records.
         self.test_id: str | None = None
+        # Seconds per (target, phase): what a run spends compiling, running and on the reference.
+        self.phase_seconds: Counter[tuple[str, str]] = Counter()
         self.statuses: dict[str | None, list[str]] = {}
 
     # --- goldens --------------------------------------------------------------------------
@@ -73,7 +77,7 @@ class ConformanceSession:
         """Prepare once per (target, model); an unsupported variant skips, a crash is an error
         (recorded unless ``record_errors`` is False: a search that will repeat it records it once)."""
         try:
-            return self.prepared.get(target, model)
+            prepared = self.prepared.get(target, model)
         except UnsupportedHere as exc:
             self.record(target, case_id, "prepare", None, model.config, None, None, status="skip", message=str(exc))
             raise UnsupportedHere(f"{target.name}: {exc}") from None
@@ -82,6 +86,18 @@ class ConformanceSession:
                 self.record(target, case_id, "prepare", error_verdict("prepare", target.precision, exc), model.config,
                             None, None)
             raise CheckError(f"{target.name}: prepare raised {type(exc).__name__}: {exc}") from None
+        if prepared.uses == 1:  # prepared just now
+            self.phase_seconds[(target.name, "prepare")] += prepared.prepare_seconds
+        return prepared
+
+    @contextmanager
+    def timed(self, target: Target, phase: str) -> Iterator[None]:
+        """Add the time spent inside to ``phase_seconds[(target, phase)]`` (prepare, run, reference)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_seconds[(target.name, phase)] += time.perf_counter() - start
 
     def run(self, target: Target, model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None,
             case_id: str, seed: Any = None, check: str = "run",
@@ -91,7 +107,8 @@ class ConformanceSession:
         prepared = self.prepare(target, model, case_id, record_errors)
         start = time.perf_counter()
         try:
-            logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
+            with self.timed(target, "run"):
+                logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
         except UnsupportedHere as exc:
             self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip", message=str(exc))
             raise UnsupportedHere(f"{target.name}: {exc}") from None

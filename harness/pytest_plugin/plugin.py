@@ -9,6 +9,7 @@ collection, and a target that cannot run skips with its probe's exact reason.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -186,6 +187,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             config.stash[SLOW_DESELECTED] = len(slow)
 
 
+def write_phase_seconds(conformance: ConformanceSession) -> None:
+    """``timings-<run>-<worker>.json`` beside the records: seconds per target and phase, for
+    ``benchmarks/bench_tiers.py``."""
+    writer = conformance.writer
+    path = writer.path.with_name(writer.path.name.replace("records-", "timings-", 1)).with_suffix(".json")
+    rows = [{"target": t, "phase": p, "seconds": s} for (t, p), s in sorted(conformance.phase_seconds.items())]
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
@@ -213,6 +223,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    conformance = session.config.stash.get(SESSION_KEY, None)
+    if conformance is not None and conformance.phase_seconds:
+        write_phase_seconds(conformance)
     if not hasattr(session.config, "workerinput") and SESSION_KEY in session.config.stash:
         # Only the controller: it sees every xdist worker's record file of this run.
         writer = session.config.stash[SESSION_KEY].writer

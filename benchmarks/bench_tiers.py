@@ -1,0 +1,82 @@
+"""How long the tiers take, and where the time goes: the benchmark behind the README's figures.
+
+    python benchmarks/bench_tiers.py [--tier cpu] [--tier ci] [--pytest-args ...]
+
+Runs each tier as its own pytest process from the repository root, exactly as a user would:
+
+- ``cpu``: ``pytest -m cpu`` (the README's first command, default profile);
+- ``ci``: ``pytest --slow --hypothesis-profile=ci`` (what ``.ci/run`` runs).
+
+and prints, per tier: the wall time and the outcome counts; the ten slowest tests (JUnit XML);
+and the seconds each target spent per phase (``prepare``: compile or export; ``run``: its calls;
+``reference``: the fp64 and same-dtype references judged against), from the ``timings-*.json``
+the plugin writes beside the records. Measure on a quiet machine, and say its load with the
+figures: ``os.getloadavg()`` is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIERS = {"cpu": ["-m", "cpu"], "ci": ["--slow", "--hypothesis-profile=ci"]}
+
+
+def run_tier(name: str, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        junit, reports = Path(tmp) / "junit.xml", Path(tmp) / "reports"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TIERS[name], *extra,
+               f"--junitxml={junit}", f"--report-dir={reports}"]
+        env = {k: v for k, v in os.environ.items() if k != "GPT_CONFORMANCE_RUN_ID"}
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        tests = [(case.get("classname", "") + "::" + case.get("name", ""), float(case.get("time", 0)))
+                 for case in ET.parse(junit).getroot().iter("testcase")] if junit.exists() else []
+        phases: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for path in reports.glob("timings-*.json"):
+            for row in json.loads(path.read_text()):
+                phases[row["target"]][row["phase"]] += row["seconds"]
+    summary = next((line for line in reversed(proc.stdout.splitlines()) if " in " in line and "=" not in line[:1]), "")
+    return {"tier": name, "command": " ".join(["pytest", *TIERS[name], *extra]), "rc": proc.returncode,
+            "wall_s": wall, "summary": summary.strip("= "), "tests": tests, "phases": phases}
+
+
+def report(result: dict) -> None:
+    print(f"\n== {result['tier']}: {result['command']}")
+    print(f"wall {result['wall_s']:.1f} s, exit {result['rc']}: {result['summary']}")
+    print("ten slowest tests:")
+    for name, seconds in sorted(result["tests"], key=lambda t: -t[1])[:10]:
+        print(f"  {seconds:8.2f} s  {name}")
+    print("seconds per target and phase (prepare = compile or export; run = its calls; reference = fp64 and "
+          "same-dtype references):")
+    print(f"  {'target':<24} {'prepare':>9} {'run':>9} {'reference':>10}")
+    for target, phases in sorted(result["phases"].items(), key=lambda kv: -sum(kv[1].values())):
+        print(f"  {target:<24} {phases.get('prepare', 0):9.2f} {phases.get('run', 0):9.2f} "
+              f"{phases.get('reference', 0):10.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tier", action="append", choices=sorted(TIERS), help="repeatable; default: cpu and ci")
+    parser.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[], help="passed on to every pytest run")
+    args = parser.parse_args(argv)
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    results = [run_tier(name, args.pytest_args) for name in args.tier or ["cpu", "ci"]]
+    for result in results:
+        report(result)
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    return max(r["rc"] for r in results)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
