@@ -18,7 +18,8 @@ Targets:
 - ``torchscript-trace``: the same pipeline on CPU with ``torch.jit.trace``, policy ``fp32-reassoc``:
   padding an input up to its bucket changes the matmul and attention shapes and so the summation
   order (the property search measured 2.8x eager's rmse and 3.4x its max error on a padded 1x4
-  input, weight std 1.0; unpadded inputs are bit-identical to eager).
+  input, weight std 1.0; unpadded inputs are bit-identical to eager). Only this one returns the
+  named intermediates (a second graph per bucket; untried on Neuron hardware).
 
 Configuration (environment variables, read when the targets are built):
 
@@ -48,6 +49,7 @@ import torch.nn.functional as F
 
 from harness.api import Availability, Capabilities, Requirements, Target
 from harness.core.probes import AVAILABLE, probe_neuron_device, probe_package
+from reference.intermediates import IntermediateRecorder, intermediate_names
 from reference.model import GPT, check_inputs
 from targets.static_shapes import (
     JIT_DEPRECATION,
@@ -110,6 +112,20 @@ class NeuronStep(torch.nn.Module):
         for block in t.h:
             x = block(x)
         return self.lm_head(t.ln_f(x))
+
+
+class IntermediatesStep(NeuronStep):
+    """Every named intermediate in forward order, logits last. The hooks are on the model's own
+    modules (the step shares them): ``recorder.remove()`` once traced."""
+
+    def __init__(self, model: GPT, seq_len: int):
+        super().__init__(model, seq_len)
+        self.hidden_names = intermediate_names(model.config.n_layer)[:-1]
+        self.recorder = IntermediateRecorder(self)
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = super().forward(input_ids)
+        return (*(self.recorder.values[name] for name in self.hidden_names), logits)
 
 
 class StepTraceError(RuntimeError):
@@ -266,11 +282,25 @@ class BucketedRunner:
         self.model = model.eval()
         self.weights = weights_digest(model)
         self.graphs: dict[Bucket, torch.jit.ScriptModule] = {}
+        self.intermediate_graphs: dict[Bucket, torch.jit.ScriptModule] = {}
 
     def graph(self, bucket: Bucket) -> torch.jit.ScriptModule:
         if bucket not in self.graphs:
             self.graphs[bucket] = self.target.graph_for(self.model, self.weights, bucket)
         return self.graphs[bucket]
+
+    @torch.no_grad()
+    def intermediates(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The named intermediates at the real positions, from the bucket's intermediates graph."""
+        check_inputs(self.model.config, idx)
+        batch, seq_len = idx.shape
+        bucket = select_bucket(self.target.buckets, batch, seq_len, self.model.config.block_size)
+        if bucket not in self.intermediate_graphs:
+            self.intermediate_graphs[bucket] = self.target.graph_for(self.model, self.weights, bucket,
+                                                                     with_intermediates=True)
+        outs = self.intermediate_graphs[bucket](self.pad(idx, bucket))
+        names = intermediate_names(self.model.config.n_layer)
+        return {name: self.real_positions(out, batch, seq_len) for name, out in zip(names, outs, strict=True)}
 
     @torch.no_grad()
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
@@ -305,7 +335,7 @@ class StaticShapeTarget(Target):
 
     def __init__(self, name: str, precision: str, description: str, compiler: Compiler, device: str,
                  buckets: tuple[Bucket, ...] | None = None, cache_dir: Path | None = None,
-                 cache_max_mb: int | None = None):
+                 cache_max_mb: int | None = None, intermediates: bool = False):
         self.name, self.precision, self.description = name, precision, description
         self.compiler = compiler
         if buckets is None:
@@ -315,7 +345,8 @@ class StaticShapeTarget(Target):
         self.requirements = Requirements(device=device)
         self.capabilities = Capabilities(dynamic_shapes=False, static_shapes=self.buckets,
                                          max_batch=max(b for b, _ in self.buckets),
-                                         max_seq_len=max(s for _, s in self.buckets))
+                                         max_seq_len=max(s for _, s in self.buckets),
+                                         returns_intermediates=intermediates)
         self.cache_dir = Path(cache_dir or os.environ.get(CACHE_ENV) or default_cache_dir())
         max_mb = cache_max_mb if cache_max_mb is not None else int(os.environ.get(CACHE_MAX_ENV, DEFAULT_CACHE_MAX_MB))
         self.cache = ArtifactCache(self.cache_dir, max_mb << 20)
@@ -328,18 +359,21 @@ class StaticShapeTarget(Target):
         self.compiler.check_environment()
         return self.runner(self, model)
 
-    def key_fields(self, model: GPT, weights: str, bucket: Bucket) -> dict[str, Any]:
-        return {"format": STEP_VERSION, "step": "NeuronStep", "compiler": self.compiler.name,
+    def key_fields(self, model: GPT, weights: str, bucket: Bucket, with_intermediates: bool = False) -> dict[str, Any]:
+        step = "IntermediatesStep" if with_intermediates else "NeuronStep"
+        return {"format": STEP_VERSION, "step": step, "compiler": self.compiler.name,
                 "compiler_args": list(self.compiler.args), "versions": self.compiler.versions(),
                 "config": model.config.to_dict(), "weights_sha256": weights, "bucket": list(bucket),
                 "input_dtype": "int64"}
 
-    def graph_for(self, model: GPT, weights: str, bucket: Bucket) -> torch.jit.ScriptModule:
-        fields = self.key_fields(model, weights, bucket)
+    def graph_for(self, model: GPT, weights: str, bucket: Bucket, with_intermediates: bool = False
+                  ) -> torch.jit.ScriptModule:
+        fields = self.key_fields(model, weights, bucket, with_intermediates)
         name = f"{self.compiler.tag}-{format_bucket(bucket)}-{weights[:12]}-{self.compiler_fingerprint()}"
+        name += "-intermediates" if with_intermediates else ""
 
         def build():
-            step = NeuronStep(model, bucket[1]).eval()
+            step = (IntermediatesStep if with_intermediates else NeuronStep)(model, bucket[1]).eval()
             example = torch.full(bucket, PAD_ID, dtype=torch.long)
             workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir_root()))
             try:
@@ -347,6 +381,9 @@ class StaticShapeTarget(Target):
             except Exception as exc:
                 raise RuntimeError(f"{self.name}: compiling bucket {format_bucket(bucket)} failed; compiler "
                                    f"workdir kept at {workdir}: {type(exc).__name__}: {exc}") from exc
+            finally:
+                if with_intermediates:
+                    step.recorder.remove()
             shutil.rmtree(workdir, ignore_errors=True)
             return module, {"tracer_warnings": tracer_warnings}
 
@@ -380,7 +417,8 @@ def build_targets() -> list[Target]:
                           NeuronTraceCompiler("neuron-bf16", ("--auto-cast", "all", "--auto-cast-type", "bf16")),
                           device="neuron"),
         StaticShapeTarget("torchscript-trace", "fp32-reassoc", "the Neuron pipeline on CPU: NeuronStep per shape bucket "
-                          "through torch.jit.trace, artifact cache, host-side decode", JitTraceCompiler(), device="cpu"),
+                          "through torch.jit.trace, artifact cache, host-side decode", JitTraceCompiler(), device="cpu",
+                          intermediates=True),
     ]
 
 

@@ -18,6 +18,7 @@ import torch
 
 from harness.checks.conformance import Prepared, PreparedTargets, Truth, parity_verdicts, run_checked
 from harness.checks.decode import NonFiniteLogitsError, ReferenceGreedy, choose_window, compare_greedy, greedy_verdict
+from harness.checks.localize import Budget, Localization, localize
 from harness.core.errors import CheckError, CheckFailed, UnsupportedHere
 from harness.core.metrics import abs_error_histogram
 from harness.core.policies import Verdict, error_verdict, get_policy
@@ -33,6 +34,7 @@ class Options:
     update_goldens: bool = False
     golden_dir: Path = GOLDEN_DIR
     selected: list[str] = field(default_factory=list)
+    localize_budget: Budget = field(default_factory=Budget)
 
 
 class ConformanceSession:
@@ -44,6 +46,7 @@ class ConformanceSession:
         self._goldens: dict[str, Golden | GoldenError] = {}
         self._outputs: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor | None, float]] = {}
         self._updated: set[str] = set()
+        self._localizations: dict[tuple[str, str], Localization] = {}
 
     # --- goldens --------------------------------------------------------------------------
     def golden(self, spec: CaseSpec) -> Golden:
@@ -118,9 +121,28 @@ class ConformanceSession:
         if not verdict.passed and logits.shape == golden.logits64.shape:
             # Where the logits are off, and by how many decades: the report draws it.
             extra["histogram"] = abs_error_histogram(logits, golden.logits64)
+        if verdict.status == "fail":
+            # The logits' failure explains the loss's; a loss that fails alone is located by its own.
+            failed = logits_verdict if logits_verdict.status == "fail" else loss_verdict
+            localization = self.localization(target, golden.model, golden.idx, golden.targets, failed, spec.name)
+            verdict.localization = localization.summary
+            extra["localization"] = localization.to_record()
         self.record(target, spec.name, check, verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
                     duration=seconds, extra=extra)
         return verdict
+
+    def localization(self, target: Target, model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None,
+                     failed: Verdict, case_id: str) -> Localization:
+        """Where ``target`` first diverges on a failing case, located once per (target, case).
+        A localization that crashes says so and leaves the verdict as it is."""
+        key = (target.name, case_id)
+        if key not in self._localizations:
+            try:
+                found = localize(self, target, model, idx, targets, failed, case_id, self.options.localize_budget)
+            except Exception as exc:  # noqa: BLE001  (the failure it explains must still be reported)
+                found = Localization("none", f"localization could not run: {type(exc).__name__}: {exc}", None)
+            self._localizations[key] = found
+        return self._localizations[key]
 
     def require_family(self, target: Target, family: str, case_id: str, config: Any) -> None:
         """Skip (and record why) when ``target`` cannot express models of ``family``."""
