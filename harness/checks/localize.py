@@ -116,6 +116,7 @@ def by_intermediates(session: Any, target: Target, model: torch.nn.Module, idx: 
         return Localization("intermediates", "first divergence: the loss (every intermediate conforms, logits "
                             "included: the loss is not the cross-entropy of these logits)", "loss", points=points)
     name, verdict = first
+    points[[n for n, _ in judged].index(name)]["first"] = True
     summary = f"first divergence: {name} ({cite(verdict)}); {context(name)}"
     return Localization("intermediates", summary, name, depth_independent=block_of(name) is None, points=points)
 
@@ -218,25 +219,30 @@ def by_bisection(session: Any, target: Target, model: torch.nn.Module, idx: torc
         probe = attempt(0)
         if probe not in ("pass", "fail"):
             stop = f"the no-block model gave {probe}: {steps[-1]['message'][:200]}"
+    case = point(f"{n} blocks (the case)", failed)
+    case.update(blocks=n, seconds=None)
+    points = sorted([*steps, case], key=lambda p: p["blocks"])
+
+    def found(summary: str, where: str | None, at: int | None, **kwargs) -> Localization:
+        if at is not None:  # the model that first fails: the chart marks it
+            points[[p["blocks"] for p in points].index(at)]["first"] = True
+        return Localization("bisection", f"first divergence: {summary}", where, points=points, **kwargs)
+
     done = f"bisection, {len(steps)} prepares"
-    points = sorted(steps, key=lambda p: p["blocks"])
     if stop:
-        candidates = (f"h.{lo}" if hi - lo == 1 else f"h.{lo}..h.{hi - 1}")
+        candidates = f"h.{lo}" if hi - lo == 1 else f"h.{lo}..h.{hi - 1}"
         if lo == 0:
             candidates = f"the embeddings, the head or {candidates}"
-        skipped = not_run(lo, hi)
-        return Localization("bisection", f"first divergence: one of {candidates} (bisection stopped, {stop}; "
-                            f"{skipped})", None, points=points, skipped=skipped)
-    if probe == "fail" and not verdicts[0].metrics.get("nonfinite"):
-        return Localization("bisection", f"first divergence: embeddings or head (with no block at all: "
-                            f"{cite(verdicts[0])}); the failure does not depend on depth ({done})",
-                            "embeddings or head", depth_independent=True, points=points)
-    if probe == "fail":  # non-finite: a zeroed block may have tripped the target itself
-        return Localization("bisection", f"first divergence: the embeddings, the head or h.0 (the no-block model "
-                            f"gives {cite(verdicts[0])}) ({done})", None, points=points)
+        return found(f"one of {candidates} (bisection stopped, {stop}; {not_run(lo, hi)})", None, None,
+                     skipped=not_run(lo, hi))
+    if probe == "fail" and verdicts[0].metrics.get("nonfinite"):  # a zeroed block may have tripped the target
+        return found(f"the embeddings, the head or h.0 (the no-block model gives {cite(verdicts[0])}) ({done})",
+                     None, None)
+    if probe == "fail":
+        return found(f"embeddings or head (with no block at all: {cite(verdicts[0])}); the failure does not depend "
+                     f"on depth ({done})", "embeddings or head", 0, depth_independent=True)
     before = "blocks before it conform" if lo else "without blocks the target conforms"
-    return Localization("bisection", f"first divergence: h.{lo} (the model cut after it: {cite(verdicts[hi])}); "
-                        f"{before} ({done})", f"h.{lo}", points=points)
+    return found(f"h.{lo} (the model cut after it: {cite(verdicts[hi])}); {before} ({done})", f"h.{lo}", hi)
 
 
 def not_run(lo: int, hi: int) -> str:
