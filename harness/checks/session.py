@@ -112,23 +112,32 @@ class ConformanceSession:
             self.record(target, spec.name, check, error_verdict(check, target.precision, exc), spec.config,
                         (spec.batch, spec.seq_len), spec.seed)
             raise CheckError(f"golden for {spec.name!r} unusable: {exc}") from None
-        logits, loss, seconds = self.named_outputs(target, golden)
         truth = Truth(golden.logits64, golden.loss64, golden.logits32, golden.loss32)
+        return self.judge_parity(target, golden.model, golden.idx, golden.targets, truth,
+                                 self.named_outputs(target, golden), check, spec.name, spec.seed,
+                                 extra={"golden_sha256": golden.sha256})
+
+    def judge_parity(self, target: Target, model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor,
+                     truth: Truth, outputs: tuple[torch.Tensor, torch.Tensor | None, float], check: str,
+                     case_id: str, seed: Any, extra: dict | None = None) -> Verdict:
+        """Judge ``check`` ("logits" or "loss") of a target's ``outputs`` (logits, loss, seconds) on
+        ``idx`` against ``truth``; locate a failure; record the verdict."""
+        logits, loss, seconds = outputs
         logits_verdict, loss_verdict = parity_verdicts(target, truth, logits, loss)
         verdict = logits_verdict if check == "logits" else loss_verdict
-        assert verdict is not None, "named cases always have targets, so a loss verdict"
-        extra: dict[str, Any] = {"golden_sha256": golden.sha256}
-        if not verdict.passed and logits.shape == golden.logits64.shape:
+        assert verdict is not None, "with targets there is always a loss verdict"
+        extra = dict(extra or {})
+        if not verdict.passed and logits.shape == truth.logits64.shape:
             # Where the logits are off, and by how many decades: the report draws it.
-            extra["histogram"] = abs_error_histogram(logits, golden.logits64)
+            extra["histogram"] = abs_error_histogram(logits, truth.logits64)
         if verdict.status == "fail":
             # The logits' failure explains the loss's; a loss that fails alone is located by its own.
             failed = logits_verdict if logits_verdict.status == "fail" else loss_verdict
-            localization = self.localization(target, golden.model, golden.idx, golden.targets, failed, spec.name)
+            localization = self.localization(target, model, idx, targets, failed, case_id)
             verdict.localization = localization.summary
             extra["localization"] = localization.to_record()
-        self.record(target, spec.name, check, verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
-                    duration=seconds, extra=extra)
+        self.record(target, case_id, check, verdict, model.config, tuple(idx.shape), seed, duration=seconds,
+                    extra=extra)
         return verdict
 
     def localization(self, target: Target, model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None,
@@ -143,6 +152,10 @@ class ConformanceSession:
                 found = Localization("none", f"localization could not run: {type(exc).__name__}: {exc}", None)
             self._localizations[key] = found
         return self._localizations[key]
+
+    def localization_of(self, target: Target, case_id: str) -> Localization | None:
+        """The localization already made for ``target`` on ``case_id``, if it failed there."""
+        return self._localizations.get((target.name, case_id))
 
     def require_family(self, target: Target, family: str, case_id: str, config: Any) -> None:
         """Skip (and record why) when ``target`` cannot express models of ``family``."""
