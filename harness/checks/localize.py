@@ -205,7 +205,10 @@ def by_bisection(session: Any, target: Target, model: torch.nn.Module, idx: torc
             verdicts[blocks] = step["verdict"]
         return step["point"]["status"]
 
-    while hi - lo > 1 and not (stop := spent()):
+    while hi - lo > 1 and not stop:
+        stop = spent()
+        if stop:
+            break
         mid = (lo + hi) // 2
         status = attempt(mid)
         if status == "pass":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.checks.localize import Budget
 from harness.checks.session import ConformanceSession, Options
 from harness.core.records import RecordWriter
 from harness.core.targets import Target, registry
@@ -55,6 +56,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gpt2-dir", default=os.environ.get(GPT2_DIR_ENV), metavar="PATH",
                     help=f"local Hugging Face GPT-2 directory (config.json + model.safetensors) for the GPT-2 "
                          f"greedy cases; default ${GPT2_DIR_ENV}; without it they skip")
+    group.addoption("--localize-prepares", type=int, default=Budget.max_prepares, metavar="N",
+                    help="a failing named case of a black-box target is located by bisecting truncated models: "
+                         f"at most N prepares per failure (default {Budget.max_prepares}; 0: no bisection)")
+    group.addoption("--localize-seconds", type=float, default=Budget.max_seconds, metavar="S",
+                    help=f"... and at most S seconds per failure (default {Budget.max_seconds:g})")
     group.addoption("--repro", default=None, metavar="JSON|@FILE",
                     help="replay one property example (the JSON a failing property test prints, or @FILE "
                          "holding it) in the tests marked repro; without it those tests are deselected")
@@ -72,7 +78,8 @@ def pytest_configure(config: pytest.Config) -> None:
     report_dir = Path(config.getoption("report_dir"))
     writer = RecordWriter(report_dir / f"records-{run_id}-{worker}.jsonl", run_id)
     options = Options(report_dir=report_dir, update_goldens=config.getoption("update_goldens"),
-                      selected=config.getoption("target"))
+                      selected=config.getoption("target"),
+                      localize_budget=Budget(config.getoption("localize_prepares"), config.getoption("localize_seconds")))
     if config.getoption("golden_dir"):
         options.golden_dir = Path(config.getoption("golden_dir"))
     config.stash[SESSION_KEY] = ConformanceSession(registry, writer, options)
