@@ -205,10 +205,7 @@ def by_bisection(session: Any, target: Target, model: torch.nn.Module, idx: torc
             verdicts[blocks] = step["verdict"]
         return step["point"]["status"]
 
-    while hi - lo > 1 and not stop:
-        stop = spent()
-        if stop:
-            break
+    while hi - lo > 1 and not (stop := spent()):
         mid = (lo + hi) // 2
         status = attempt(mid)
         if status == "pass":
@@ -217,6 +214,7 @@ def by_bisection(session: Any, target: Target, model: torch.nn.Module, idx: torc
             hi = mid
         else:
             stop = f"the {mid}-block model gave {status}: {steps[-1]['message'][:200]}"
+            break
     probe = None
     if hi == 1 and not stop and not (stop := spent()):
         probe = attempt(0)
@@ -236,8 +234,8 @@ def by_bisection(session: Any, target: Target, model: torch.nn.Module, idx: torc
         candidates = f"h.{lo}" if hi - lo == 1 else f"h.{lo}..h.{hi - 1}"
         if lo == 0:
             candidates = f"the embeddings, the head or {candidates}"
-        return found(f"one of {candidates} (bisection stopped, {stop}; {not_run(lo, hi)})", None, None,
-                     skipped=not_run(lo, hi))
+        skipped = not_run(lo, hi, probe is None)
+        return found(f"one of {candidates} (bisection stopped, {stop}; {skipped})", None, None, skipped=skipped)
     if probe == "fail" and verdicts[0].metrics.get("nonfinite"):  # a zeroed block may have tripped the target
         return found(f"the embeddings, the head or h.0 (the no-block model gives {cite(verdicts[0])}) ({done})",
                      None, None)
@@ -248,15 +246,15 @@ def by_bisection(session: Any, target: Target, model: torch.nn.Module, idx: torc
     return found(f"h.{lo} (the model cut after it: {cite(verdicts[hi])}); {before} ({done})", f"h.{lo}", hi)
 
 
-def not_run(lo: int, hi: int) -> str:
+def not_run(lo: int, hi: int, probe_left: bool) -> str:
     """What a stopped bisection left out, with ``lo`` blocks known to conform and ``hi`` to fail."""
     parts = []
     if hi - lo > 1:
         sizes = f"{lo + 1}" if hi - lo == 2 else f"{lo + 1}..{hi - 1}"
         parts.append(f"{math.ceil(math.log2(hi - lo))} more truncated model(s), of {sizes} blocks")
-    if lo == 0:
+    if lo == 0 and probe_left:
         parts.append("the no-block model")
-    return "not run: " + " and ".join(parts)
+    return "not run: " + (" and ".join(parts) or "nothing else")
 
 
 def judge_truncated(session: Any, target: Target, cut: torch.nn.Module, blocks: int, idx: torch.Tensor,
