@@ -7,6 +7,8 @@ found first (``where``). Every check here goes through ``ConformanceSession``, a
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import replace
 
 import pytest
@@ -20,6 +22,7 @@ from harness.checks.session import ConformanceSession, Options, assert_verdict
 from harness.core.errors import CheckFailed
 from harness.core.records import RecordWriter, read_records
 from harness.core.targets import TargetRegistry
+from harness.report.render import render
 from reference.cases import ALL_CASES, NANOCHAT_SEED_CONFIG, SEED_CONFIG, named_case
 from reference.families import family_of
 from reference.goldens import reference_outputs
@@ -78,6 +81,10 @@ def test_black_box_bug_in_block_2_of_4_is_found_by_bisection(tmp_path, planted):
     localization = last_record(session, check="logits")["localization"]
     steps = {p["name"]: p["status"] for p in localization["points"]}
     assert steps == {"2 blocks": "pass", "3 blocks": "fail", "4 blocks (the case)": "fail"}
+    with pytest.raises(CheckFailed, match=re.escape(verdict.localization)):  # what pytest prints
+        assert_verdict(verdict)
+    page = html.unescape(render(read_records([session.writer.path])))
+    assert verdict.localization in page and 'aria-label="per-layer error"' in page
     # The truncated models went through the session's prepare, and left its cache afterwards.
     assert session.prepared.prepare_count - prepares == 3
     assert len(session.prepared._cache) == 1
