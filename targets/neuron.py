@@ -281,40 +281,32 @@ class BucketedRunner:
         self.target = target
         self.model = model.eval()
         self.weights = weights_digest(model)
-        self.graphs: dict[Bucket, torch.jit.ScriptModule] = {}
-        self.intermediate_graphs: dict[Bucket, torch.jit.ScriptModule] = {}
-
-    def graph(self, bucket: Bucket) -> torch.jit.ScriptModule:
-        if bucket not in self.graphs:
-            self.graphs[bucket] = self.target.graph_for(self.model, self.weights, bucket)
-        return self.graphs[bucket]
+        self.graphs: dict[tuple[Bucket, bool], torch.jit.ScriptModule] = {}
 
     @torch.no_grad()
+    def run_bucket(self, idx: torch.Tensor, targets: torch.Tensor | None, with_intermediates: bool = False):
+        """(the bucket's graph output on the padded input, the bucket). Token values are checked
+        here, on the host: the compiled graph does not (an XLA gather clamps an out-of-range id)."""
+        check_inputs(self.model.config, idx, targets)
+        bucket = select_bucket(self.target.buckets, *idx.shape, self.model.config.block_size)
+        if (bucket, with_intermediates) not in self.graphs:
+            extra = (True,) if with_intermediates else ()  # graph_for overrides may predate the flag
+            self.graphs[bucket, with_intermediates] = self.target.graph_for(self.model, self.weights, bucket, *extra)
+        return self.graphs[bucket, with_intermediates](self.pad(idx, bucket)), bucket
+
     def intermediates(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """The named intermediates at the real positions, from the bucket's intermediates graph."""
-        check_inputs(self.model.config, idx)
-        batch, seq_len = idx.shape
-        bucket = select_bucket(self.target.buckets, batch, seq_len, self.model.config.block_size)
-        if bucket not in self.intermediate_graphs:
-            self.intermediate_graphs[bucket] = self.target.graph_for(self.model, self.weights, bucket,
-                                                                     with_intermediates=True)
-        outs = self.intermediate_graphs[bucket](self.pad(idx, bucket))
+        outs, _ = self.run_bucket(idx, None, with_intermediates=True)
         names = intermediate_names(self.model.config.n_layer)
-        return {name: self.real_positions(out, batch, seq_len) for name, out in zip(names, outs, strict=True)}
+        return {name: self.real_positions(out, *idx.shape) for name, out in zip(names, outs, strict=True)}
 
-    @torch.no_grad()
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        # Token values are checked here, on the host: the compiled graph does not check them
-        # (an out-of-range id in an XLA gather is clamped, not an error).
-        check_inputs(self.model.config, idx, targets)
-        batch, seq_len = idx.shape
-        bucket = select_bucket(self.target.buckets, batch, seq_len, self.model.config.block_size)
-        out = self.graph(bucket)(self.pad(idx, bucket))
+        out, bucket = self.run_bucket(idx, targets)
         expected = (*bucket, self.model.config.vocab_size)
         if tuple(out.shape) != expected:
             raise RuntimeError(f"{self.target.name}: graph for bucket {format_bucket(bucket)} returned shape "
                                f"{tuple(out.shape)}, expected {expected}")
-        logits = self.real_positions(out, batch, seq_len)
+        logits = self.real_positions(out, *idx.shape)
         return logits, None if targets is None else self.loss(logits, targets, out)
 
     def pad(self, idx: torch.Tensor, bucket: Bucket) -> torch.Tensor:
