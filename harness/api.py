@@ -45,6 +45,13 @@ What the harness does with a target, so a plugin author knows what to expect:
   are given, unless ``capabilities.returns_loss`` is False). Anything else is an ``error`` verdict
   with the reason; NaN or Inf is a ``fail``. Neither ever counts as a pass or stops the run.
 - ``environment()`` is merged into every record of the target, as ``target_environment``.
+- After a failing named-case verdict, the harness says where the target first diverges
+  (``harness.checks.localize``). With ``Capabilities(returns_intermediates=True)`` the runnable's
+  ``intermediates(idx)`` is called once and must return ``{name: tensor}`` under the names of
+  ``reference.intermediates.intermediate_names(n_layer)`` (hidden states ``[B, T, n_embd]``,
+  ``logits`` ``[B, T, V]``; names it cannot expose may be left out); otherwise ``prepare`` is
+  called on a few truncated models of the failing case (the first k blocks, then the final norm
+  and head) to bisect the blocks, within a budget. Neither ever changes a verdict.
 
 A complete example package: ``examples/gpt-conformance-example-target`` (README: "Add your backend").
 """

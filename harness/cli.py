@@ -8,11 +8,14 @@ malformed output; 130 interrupted (Ctrl-C). Every error is one line on stderr, n
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
+from harness.checks.localize import Budget
 from harness.core.targets import registry
 from harness.report.render import DEFAULT_MAX_DETAILS, DEFAULT_TREND_THRESHOLD, write_report
 from reference.checkpoint import GPT2_DIR_ENV
@@ -48,6 +51,16 @@ def load_registry() -> None:
             print(f"{'error' if error.built_in else 'warning'}: failed to load {error}", file=sys.stderr)
         if any(error.built_in for error in errors):
             raise SystemExit(2)  # a built-in target that does not load is a broken install
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Register the targets of ``-p MODULE`` plugins (their ``pytest_gpt_conformance_register``
+    hook), as pytest would: test-only targets such as ``tests.planted``."""
+    for name in modules:
+        register = getattr(importlib.import_module(name), "pytest_gpt_conformance_register", None)
+        if register is None:
+            raise ValueError(f"-p {name}: the module defines no pytest_gpt_conformance_register(registry)")
+        register(registry=registry)
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
@@ -210,6 +223,111 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
                    help="also check the tokens against the float64 reference, tie-aware; exit 1 on a rejected "
                         "divergence")
     p.set_defaults(func=cmd_generate)
+def cmd_localize(args: argparse.Namespace) -> int:
+    from harness.checks.conformance import Truth, parity_verdicts
+    from harness.checks.localize import Budget
+    from harness.checks.properties import load_example
+    from harness.checks.session import ConformanceSession, Options
+    from harness.checks.strategies import build_model
+    from harness.core.errors import CheckError, UnsupportedHere
+    from harness.core.records import RecordWriter
+    from reference.cases import named_case
+    from reference.goldens import reference_outputs
+
+    try:
+        load_registry()
+        load_plugins(args.plugin)
+        repro = Path(args.repro_file).read_text() if args.repro_file else args.repro
+        example = load_example(repro) if repro else None
+        name = args.target or (example[0] if example else None)
+        if name is None:
+            raise ValueError("--case needs --target NAME")
+        target = registry.get(name)
+        spec = named_case(args.case) if args.case else None
+        budget = Budget(args.max_prepares, args.max_seconds)
+    except OSError as exc:
+        print(f"error: --repro-file: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 2
+    except (ImportError, KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    availability = target.probe()
+    if not availability:
+        print(f"error: target {target.name} cannot run here: {availability.reason}", file=sys.stderr)
+        return 2
+    run_id = "localize-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    writer = RecordWriter(Path(args.report_dir) / f"records-{run_id}.jsonl", run_id)
+    session = ConformanceSession(registry, writer, Options(report_dir=Path(args.report_dir), localize_budget=budget))
+    try:
+        if spec is not None:
+            verdicts = [session.check_named_parity(target, spec, check) for check in ("logits", "loss")]
+            where = spec.name
+        else:
+            model_case, inp = example[1], example[2]
+            model, idx, targets = build_model(model_case), inp.tensor("idx"), inp.tensor("targets")
+            truth = Truth(*reference_outputs(model, idx, targets))
+            outputs = session.run(target, model, idx, targets, "repro", seed=model_case.seed)
+            parity = parity_verdicts(target, truth, *outputs[:2])
+            verdicts = [session.judge_parity(target, model, idx, targets, truth, outputs, parity, check, "repro",
+                                             model_case.seed, extra={"example": {"target": target.name,
+                                             "model": model_case.to_dict(), "input": inp.to_dict()}})
+                        for check in ("logits", "loss")]
+            where = "the --repro example"
+    except UnsupportedHere as exc:
+        print(f"skipped: {exc}", file=sys.stderr)
+        return 2
+    except CheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{target.name} on {where}: " + ", ".join(f"{v.check} {v.status}" for v in verdicts)
+          + f" (records: {writer.path})")
+    failed = [v for v in verdicts if v.failed]
+    if not failed:
+        print("it conforms: nothing to localize")
+        return 0
+    print(failed[0].explain())
+    print_localization(session.localization_of(target, "repro" if spec is None else spec.name))
+    return 1
+
+
+def print_localization(localization) -> None:
+    """Every point the localization judged, one line each."""
+    if localization is None or not localization.points:
+        return
+    print(f"\n{'':2}{'point':<24}{'status':<8}{'metric':<10}{'value':>11}{'eager fp32':>12}{'ratio':>10}{'bound':>11}")
+    for p in localization.points:
+        value, eager, bound = p.get("value"), p.get("eager"), p.get("bound")
+        ratio = f"{value / eager:.3g}x" if isinstance(value, float) and eager else "-"
+        mark = ">" if p.get("first") else " "
+        print(f"{mark:2}{p['name']:<24}{p['status']:<8}{p.get('metric', ''):<10}{_g(value):>11}{_g(eager):>12}"
+              f"{ratio:>10}{_g(bound):>11}")
+    for line in ([localization.skipped] if localization.skipped else []) + localization.notes:
+        print(line)
+
+
+def _g(value) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else "-"
+
+
+def add_localize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("localize", help="where a failing target first diverges, on one named case or --repro example",
+                       description="Judge one target's logits and loss on a named case (or a property example), and "
+                                   "when they fail, say where it first diverges: per intermediate for targets that "
+                                   "return them, else by bisecting truncated models. Exit 0: it conforms; 1: it "
+                                   "fails (localized); 2: it could not run.")
+    p.add_argument("--target", help="registered target name (default with --repro: the example's target)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--case", help="a named case (reference/cases.py)")
+    what.add_argument("--repro", metavar="JSON", help="a property example, as a failing property test prints it")
+    what.add_argument("--repro-file", metavar="PATH", help="the same, read from the file PATH")
+    p.add_argument("-p", dest="plugin", action="append", default=[], metavar="MODULE",
+                   help="register the targets of this pytest plugin module too (repeatable), e.g. tests.planted")
+    p.add_argument("--max-prepares", type=int, default=Budget.max_prepares, metavar="N",
+                   help=f"bisection budget: truncated models prepared (default {Budget.max_prepares})")
+    p.add_argument("--max-seconds", type=float, default=Budget.max_seconds, metavar="S",
+                   help=f"bisection budget: seconds (default {Budget.max_seconds:g})")
+    p.add_argument("--report-dir", default="reports", metavar="DIR", help="where the records go (default reports/)")
+    p.set_defaults(func=cmd_localize)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -270,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_targets(sub)
     add_generate(sub)
+    add_localize(sub)
     add_report(sub)
     add_precision(sub)
     return parser

@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import torch
+
 from harness.api import ALL_FAMILIES, Capabilities, Target
 from reference.families import family_of
+from reference.intermediates import intermediates_of
+
+
+class EagerRunnable:
+    """A reference model (of any family, in any dtype) run as it is; ``intermediates`` reads its
+    named per-layer outputs through forward hooks. The eager targets and the planted-bug targets
+    of ``tests/`` share it."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+        self.family = family_of(model.config)
+
+    def __call__(self, idx, targets=None):
+        return self.family.logits_and_loss(self.model, idx, targets)
+
+    def intermediates(self, idx):
+        return intermediates_of(self.model, idx)
 
 
 class EagerTarget(Target):
     name = "eager"
     precision = "fp32"
     description = "the reference GPT in eager float32 (the control)"
-    capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES)
+    capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES, returns_intermediates=True)
 
     def prepare(self, model, config):
-        model = model.eval()
-        family = family_of(model.config)
-
-        def run(idx, targets=None):
-            return family.logits_and_loss(model, idx, targets)
-
-        return run
+        return EagerRunnable(model)
 
 
 TARGETS = [EagerTarget()]

@@ -6,6 +6,10 @@ input, call it through ``torch.func.functional_call``, export with ``strict=Fals
 config: it is exported once per (config, variant, with/without targets), with dynamic batch and
 sequence dimensions, and cached for the whole session.
 
+Every variant returns the reference's named intermediates (``reference.intermediates``) when the
+harness asks, to locate a failure: a third program per config, whose extra outputs are the
+tensors that forward hooks on the model see while export traces it.
+
 Variants, each its own target:
 
 - ``export``: non-strict export (``strict=False``).
@@ -26,6 +30,7 @@ import torch
 
 from harness.api import ALL_FAMILIES, Capabilities, Target, UnsupportedHere
 from reference.families import family_of
+from reference.intermediates import LOGITS, IntermediateRecorder, ordered
 
 
 class FunctionalGPT(torch.nn.Module):
@@ -42,6 +47,25 @@ class FunctionalGPT(torch.nn.Module):
             return torch.func.functional_call(self.model, params, args, kwargs)
 
         return self.family.logits_and_loss(call, idx, targets)
+
+
+class IntermediatesGPT(FunctionalGPT):
+    """``FunctionalGPT`` whose outputs are the named intermediates, logits included. The hooks
+    are attached here, before export traces the forward pass: strict export cannot trace their
+    registration, and the model is this program's own copy (``with_spare_mask_row``)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__(model)
+        self.recorder = IntermediateRecorder(model)
+
+    def forward(self, params: dict[str, torch.Tensor], idx: torch.Tensor):
+        self.recorder.values.clear()
+        logits, _ = super().forward(params, idx)
+        return logits, ordered({**self.recorder.values, LOGITS: logits}, self.model.config.n_layer)
+
+
+# The programs of one config: logits only, with the loss, and with the named intermediates.
+VARIANTS = ("logits", "loss", "intermediates")
 
 
 @dataclass
@@ -119,36 +143,57 @@ def check_depends_on_parameters(module, model: torch.nn.Module, params: dict[str
             "for any other weights")
 
 
+class ExportedRunnable:
+    """One model's runnable: the config's exported programs, called with this model's parameters."""
+
+    def __init__(self, target: ExportTarget, model: torch.nn.Module):
+        self.target = target
+        self.model = model.eval()
+        self.params = parameters_of(model)
+
+    def __call__(self, idx, targets=None):
+        if targets is None:
+            return self.target.program(self.model, "logits").module(self.params, idx)
+        return self.target.program(self.model, "loss").module(self.params, idx, targets)
+
+    def intermediates(self, idx):
+        return self.target.program(self.model, "intermediates").module(self.params, idx)[1]
+
+
 class ExportTarget(Target):
     precision = "fp32"
-    capabilities = Capabilities(dynamic_shapes=True, max_batch=1 << 16, families=ALL_FAMILIES)
+    capabilities = Capabilities(dynamic_shapes=True, max_batch=1 << 16, families=ALL_FAMILIES,
+                                returns_intermediates=True)
 
     def __init__(self, name: str, strict: bool, serdes: bool, description: str):
         self.name = name
         self.strict = strict
         self.serdes = serdes
         self.description = description
-        self._programs: dict[tuple[Any, bool], ExportedProgram] = {}
+        self._programs: dict[tuple[Any, str], ExportedProgram] = {}
         self.export_count = 0
 
     def environment(self) -> dict:
         return {"export_strict": self.strict, "export_serdes": self.serdes}
 
-    def program(self, model: torch.nn.Module, with_targets: bool) -> ExportedProgram:
-        key = (model.config, with_targets)
+    def program(self, model: torch.nn.Module, variant: str) -> ExportedProgram:
+        """The exported program of ``model``'s config for ``variant`` (one of ``VARIANTS``)."""
+        key = (model.config, variant)
         if key not in self._programs:
-            self._programs[key] = self._export(model, with_targets)
+            self._programs[key] = self._export(model, variant)
             self.export_count += 1
         return self._programs[key]
 
-    def _export(self, model: torch.nn.Module, with_targets: bool) -> ExportedProgram:
+    def _export(self, model: torch.nn.Module, variant: str) -> ExportedProgram:
         params = parameters_of(model)
+        with_targets = variant == "loss"
+        wrapper = IntermediatesGPT if variant == "intermediates" else FunctionalGPT
         start = time.perf_counter()
         with warnings.catch_warnings():
             # Strict export warns that functional_call swaps module parameters: that is its job.
             warnings.filterwarnings("ignore", message=".*side effects happened.*")
             ep = torch.export.export(
-                FunctionalGPT(with_spare_mask_row(model)),
+                wrapper(with_spare_mask_row(model)),
                 (params, *example_inputs(model.config, with_targets)),
                 dynamic_shapes=dynamic_shapes_for(model.config, params, with_targets),
                 strict=self.strict,
@@ -167,15 +212,7 @@ class ExportTarget(Target):
         return ExportedProgram(module, time.perf_counter() - start, size)
 
     def prepare(self, model, config):
-        model = model.eval()
-        params = parameters_of(model)
-
-        def run(idx, targets=None):
-            program = self.program(model, with_targets=targets is not None)
-            args = (params, idx) if targets is None else (params, idx, targets)
-            return program.module(*args)
-
-        return run
+        return ExportedRunnable(self, model)
 
 
 TARGETS = [

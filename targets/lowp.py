@@ -13,7 +13,7 @@ import torch
 
 from harness.api import ALL_FAMILIES, Capabilities, Target, UnsupportedHere
 from harness.core.quant import LowPrecision
-from reference.families import family_of
+from targets.eager import EagerRunnable
 
 
 def check_dtype_supported(dtype: torch.dtype) -> None:
@@ -28,7 +28,7 @@ def check_dtype_supported(dtype: torch.dtype) -> None:
 
 
 class EagerCastTarget(Target):
-    capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES)
+    capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES, returns_intermediates=True)
 
     def __init__(self, name: str, dtype: torch.dtype, precision: str):
         self.name = name
@@ -40,13 +40,7 @@ class EagerCastTarget(Target):
 
     def prepare(self, model, config):
         check_dtype_supported(self.dtype)
-        cast = copy.deepcopy(model).to(self.dtype).eval()
-        family = family_of(model.config)
-
-        def run(idx, targets=None):
-            return family.logits_and_loss(cast, idx, targets)
-
-        return run
+        return EagerRunnable(copy.deepcopy(model).to(self.dtype))
 
     def environment(self):
         return {"dtype": str(self.dtype)}

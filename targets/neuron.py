@@ -18,7 +18,8 @@ Targets:
 - ``torchscript-trace``: the same pipeline on CPU with ``torch.jit.trace``, policy ``fp32-reassoc``:
   padding an input up to its bucket changes the matmul and attention shapes and so the summation
   order (the property search measured 2.8x eager's rmse and 3.4x its max error on a padded 1x4
-  input, weight std 1.0; unpadded inputs are bit-identical to eager).
+  input, weight std 1.0; unpadded inputs are bit-identical to eager). Only this one returns the
+  named intermediates (a second graph per bucket; untried on Neuron hardware).
 
 Configuration (environment variables, read when the targets are built):
 
@@ -48,6 +49,7 @@ import torch.nn.functional as F
 
 from harness.api import Availability, Capabilities, Requirements, Target
 from harness.core.probes import AVAILABLE, probe_neuron_device, probe_package
+from reference.intermediates import IntermediateRecorder, intermediate_names
 from reference.model import GPT, check_inputs
 from targets.static_shapes import (
     JIT_DEPRECATION,
@@ -110,6 +112,20 @@ class NeuronStep(torch.nn.Module):
         for block in t.h:
             x = block(x)
         return self.lm_head(t.ln_f(x))
+
+
+class IntermediatesStep(NeuronStep):
+    """Every named intermediate in forward order, logits last. The hooks are on the model's own
+    modules (the step shares them): ``recorder.remove()`` once traced."""
+
+    def __init__(self, model: GPT, seq_len: int):
+        super().__init__(model, seq_len)
+        self.hidden_names = intermediate_names(model.config.n_layer)[:-1]
+        self.recorder = IntermediateRecorder(self)
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = super().forward(input_ids)
+        return (*(self.recorder.values[name] for name in self.hidden_names), logits)
 
 
 class StepTraceError(RuntimeError):
@@ -265,26 +281,32 @@ class BucketedRunner:
         self.target = target
         self.model = model.eval()
         self.weights = weights_digest(model)
-        self.graphs: dict[Bucket, torch.jit.ScriptModule] = {}
-
-    def graph(self, bucket: Bucket) -> torch.jit.ScriptModule:
-        if bucket not in self.graphs:
-            self.graphs[bucket] = self.target.graph_for(self.model, self.weights, bucket)
-        return self.graphs[bucket]
+        self.graphs: dict[tuple[Bucket, bool], torch.jit.ScriptModule] = {}
 
     @torch.no_grad()
-    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        # Token values are checked here, on the host: the compiled graph does not check them
-        # (an out-of-range id in an XLA gather is clamped, not an error).
+    def run_bucket(self, idx: torch.Tensor, targets: torch.Tensor | None, with_intermediates: bool = False):
+        """(the bucket's graph output on the padded input, the bucket). Token values are checked
+        here, on the host: the compiled graph does not (an XLA gather clamps an out-of-range id)."""
         check_inputs(self.model.config, idx, targets)
-        batch, seq_len = idx.shape
-        bucket = select_bucket(self.target.buckets, batch, seq_len, self.model.config.block_size)
-        out = self.graph(bucket)(self.pad(idx, bucket))
+        bucket = select_bucket(self.target.buckets, *idx.shape, self.model.config.block_size)
+        if (bucket, with_intermediates) not in self.graphs:
+            extra = (True,) if with_intermediates else ()  # graph_for overrides may predate the flag
+            self.graphs[bucket, with_intermediates] = self.target.graph_for(self.model, self.weights, bucket, *extra)
+        return self.graphs[bucket, with_intermediates](self.pad(idx, bucket)), bucket
+
+    def intermediates(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The named intermediates at the real positions, from the bucket's intermediates graph."""
+        outs, _ = self.run_bucket(idx, None, with_intermediates=True)
+        names = intermediate_names(self.model.config.n_layer)
+        return {name: self.real_positions(out, *idx.shape) for name, out in zip(names, outs, strict=True)}
+
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        out, bucket = self.run_bucket(idx, targets)
         expected = (*bucket, self.model.config.vocab_size)
         if tuple(out.shape) != expected:
             raise RuntimeError(f"{self.target.name}: graph for bucket {format_bucket(bucket)} returned shape "
                                f"{tuple(out.shape)}, expected {expected}")
-        logits = self.real_positions(out, batch, seq_len)
+        logits = self.real_positions(out, *idx.shape)
         return logits, None if targets is None else self.loss(logits, targets, out)
 
     def pad(self, idx: torch.Tensor, bucket: Bucket) -> torch.Tensor:
@@ -305,7 +327,7 @@ class StaticShapeTarget(Target):
 
     def __init__(self, name: str, precision: str, description: str, compiler: Compiler, device: str,
                  buckets: tuple[Bucket, ...] | None = None, cache_dir: Path | None = None,
-                 cache_max_mb: int | None = None):
+                 cache_max_mb: int | None = None, intermediates: bool = False):
         self.name, self.precision, self.description = name, precision, description
         self.compiler = compiler
         if buckets is None:
@@ -315,7 +337,8 @@ class StaticShapeTarget(Target):
         self.requirements = Requirements(device=device)
         self.capabilities = Capabilities(dynamic_shapes=False, static_shapes=self.buckets,
                                          max_batch=max(b for b, _ in self.buckets),
-                                         max_seq_len=max(s for _, s in self.buckets))
+                                         max_seq_len=max(s for _, s in self.buckets),
+                                         returns_intermediates=intermediates)
         self.cache_dir = Path(cache_dir or os.environ.get(CACHE_ENV) or default_cache_dir())
         max_mb = cache_max_mb if cache_max_mb is not None else int(os.environ.get(CACHE_MAX_ENV, DEFAULT_CACHE_MAX_MB))
         self.cache = ArtifactCache(self.cache_dir, max_mb << 20)
@@ -328,18 +351,21 @@ class StaticShapeTarget(Target):
         self.compiler.check_environment()
         return self.runner(self, model)
 
-    def key_fields(self, model: GPT, weights: str, bucket: Bucket) -> dict[str, Any]:
-        return {"format": STEP_VERSION, "step": "NeuronStep", "compiler": self.compiler.name,
+    def key_fields(self, model: GPT, weights: str, bucket: Bucket, with_intermediates: bool = False) -> dict[str, Any]:
+        step = "IntermediatesStep" if with_intermediates else "NeuronStep"
+        return {"format": STEP_VERSION, "step": step, "compiler": self.compiler.name,
                 "compiler_args": list(self.compiler.args), "versions": self.compiler.versions(),
                 "config": model.config.to_dict(), "weights_sha256": weights, "bucket": list(bucket),
                 "input_dtype": "int64"}
 
-    def graph_for(self, model: GPT, weights: str, bucket: Bucket) -> torch.jit.ScriptModule:
-        fields = self.key_fields(model, weights, bucket)
+    def graph_for(self, model: GPT, weights: str, bucket: Bucket, with_intermediates: bool = False
+                  ) -> torch.jit.ScriptModule:
+        fields = self.key_fields(model, weights, bucket, with_intermediates)
         name = f"{self.compiler.tag}-{format_bucket(bucket)}-{weights[:12]}-{self.compiler_fingerprint()}"
+        name += "-intermediates" if with_intermediates else ""
 
         def build():
-            step = NeuronStep(model, bucket[1]).eval()
+            step = (IntermediatesStep if with_intermediates else NeuronStep)(model, bucket[1]).eval()
             example = torch.full(bucket, PAD_ID, dtype=torch.long)
             workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir_root()))
             try:
@@ -347,6 +373,9 @@ class StaticShapeTarget(Target):
             except Exception as exc:
                 raise RuntimeError(f"{self.name}: compiling bucket {format_bucket(bucket)} failed; compiler "
                                    f"workdir kept at {workdir}: {type(exc).__name__}: {exc}") from exc
+            finally:
+                if with_intermediates:
+                    step.recorder.remove()
             shutil.rmtree(workdir, ignore_errors=True)
             return module, {"tracer_warnings": tracer_warnings}
 
@@ -380,7 +409,8 @@ def build_targets() -> list[Target]:
                           NeuronTraceCompiler("neuron-bf16", ("--auto-cast", "all", "--auto-cast-type", "bf16")),
                           device="neuron"),
         StaticShapeTarget("torchscript-trace", "fp32-reassoc", "the Neuron pipeline on CPU: NeuronStep per shape bucket "
-                          "through torch.jit.trace, artifact cache, host-side decode", JitTraceCompiler(), device="cpu"),
+                          "through torch.jit.trace, artifact cache, host-side decode", JitTraceCompiler(), device="cpu",
+                          intermediates=True),
     ]
 
 

@@ -76,3 +76,17 @@ def test_failing_records_say_how_far_off(planted_run):
     for key in ("config", "input_shape", "seed", "policy", "duration_s", "environment"):
         assert record[key] is not None, key
     assert record["environment"]["torch"] and record["input_shape"] == [64, 32]
+
+
+# Where each bug is, as bisection must name it (these targets return logits only): the LayerNorm
+# eps bug is in every norm, the final one included, so it shows with no block at all.
+WHERE = {"planted-mask-off-by-one": "h.0", "planted-transposed-weight": "h.0",
+         "planted-layernorm-eps": "embeddings or head", "planted-nanochat-rotary-sign": "h.0",
+         "planted-nanochat-kv-order": "h.0"}
+
+
+def test_failing_records_say_where(planted_run):
+    failing = [r for r in planted_run.records if r["check"] in ("logits", "loss") and r["status"] == "fail"]
+    assert {r["target"] for r in failing} == set(WHERE)
+    for r in failing:
+        assert r["localization"]["first_divergence"] == WHERE[r["target"]], (r["target"], r["case"], r["check"])

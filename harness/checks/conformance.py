@@ -59,6 +59,13 @@ class PreparedTargets:
             self._cache.popitem(last=False)
         return prepared
 
+    def forget(self, target: Target, model: torch.nn.Module) -> None:
+        """Drop a one-off model's runnable (a localization's truncated model), so it does not push
+        the run's own models out of the cache."""
+        key = (target.name, id(model))
+        if key in self._cache and self._cache[key].model is model:
+            del self._cache[key]
+
 
 def run_checked(runnable: Runnable, target: Target, config, idx: torch.Tensor,
                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

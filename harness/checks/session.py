@@ -21,6 +21,7 @@ import torch
 from harness.checks.conformance import Prepared, PreparedTargets, Truth, run_checked
 from harness.checks.decode import NonFiniteLogitsError, ReferenceGreedy, choose_window, compare_greedy, greedy_verdict
 from harness.checks.discrimination import named_parity_verdicts, unrelated_outputs
+from harness.checks.localize import Budget, Localization, localize
 from harness.core.errors import CheckError, CheckFailed, UnsupportedHere
 from harness.core.metrics import abs_error_histogram
 from harness.core.policies import Verdict, error_verdict, get_policy
@@ -36,6 +37,7 @@ class Options:
     update_goldens: bool = False
     golden_dir: Path = GOLDEN_DIR
     selected: list[str] = field(default_factory=list)
+    localize_budget: Budget = field(default_factory=Budget)
 
 
 class ConformanceSession:
@@ -54,6 +56,7 @@ class ConformanceSession:
         # Seconds per (target, phase): what a run spends compiling, running and on the reference.
         self.phase_seconds: Counter[tuple[str, str]] = Counter()
         self.statuses: dict[str | None, list[str]] = {}
+        self._localizations: dict[tuple[str, str], Localization] = {}
 
     # --- goldens --------------------------------------------------------------------------
     def golden(self, spec: CaseSpec) -> Golden:
@@ -151,18 +154,52 @@ class ConformanceSession:
             self.record(target, spec.name, check, error_verdict(check, target.precision, exc), spec.config,
                         (spec.batch, spec.seq_len), spec.seed)
             raise CheckError(f"golden for {spec.name!r} unusable: {exc}") from None
-        logits, loss, seconds = self.named_outputs(target, golden)
         truth = Truth(golden.logits64, golden.loss64, golden.logits32, golden.loss32)
+        logits, loss, seconds = self.named_outputs(target, golden)
         verdicts = named_parity_verdicts(target.precision, spec, truth, logits, loss, self.unrelated(golden))
-        verdict = verdicts[0 if check == "logits" else 1]
-        assert verdict is not None, "named cases always have targets, so a loss verdict"
-        extra: dict[str, Any] = {"golden_sha256": golden.sha256}
-        if verdict.failed and logits.shape == golden.logits64.shape:
+        return self.judge_parity(target, golden.model, golden.idx, golden.targets, truth, (logits, loss, seconds),
+                                 verdicts, check, spec.name, spec.seed, extra={"golden_sha256": golden.sha256})
+
+    def judge_parity(self, target: Target, model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor,
+                     truth: Truth, outputs: tuple[torch.Tensor, torch.Tensor | None, float],
+                     verdicts: tuple[Verdict, Verdict | None], check: str, case_id: str, seed: Any,
+                     extra: dict | None = None) -> Verdict:
+        """Record ``check``'s ("logits" or "loss") verdict of a target's ``outputs`` (logits, loss,
+        seconds) on ``idx`` against ``truth``, from ``verdicts`` (logits, loss); locate a failure."""
+        logits, loss, seconds = outputs
+        logits_verdict, loss_verdict = verdicts
+        verdict = logits_verdict if check == "logits" else loss_verdict
+        assert verdict is not None, "with targets there is always a loss verdict"
+        extra = dict(extra or {})
+        if verdict.failed and logits.shape == truth.logits64.shape:
             # Where the logits are off, and by how many decades: the report draws it.
-            extra["histogram"] = abs_error_histogram(logits, golden.logits64)
-        self.record(target, spec.name, check, verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
-                    duration=seconds, extra=extra)
+            extra["histogram"] = abs_error_histogram(logits, truth.logits64)
+        if verdict.status == "fail":
+            # The logits' failure explains the loss's; a loss that fails alone is located by its own.
+            failed = logits_verdict if logits_verdict.status == "fail" else loss_verdict
+            localization = self.localization(target, model, idx, targets, failed, case_id)
+            verdict.localization = localization.summary
+            extra["localization"] = localization.to_record()
+        self.record(target, case_id, check, verdict, model.config, tuple(idx.shape), seed, duration=seconds,
+                    extra=extra)
         return verdict
+
+    def localization(self, target: Target, model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None,
+                     failed: Verdict, case_id: str) -> Localization:
+        """Where ``target`` first diverges on a failing case, located once per (target, case).
+        A localization that crashes says so and leaves the verdict as it is."""
+        key = (target.name, case_id)
+        if key not in self._localizations:
+            try:
+                found = localize(self, target, model, idx, targets, failed, case_id, self.options.localize_budget)
+            except Exception as exc:  # noqa: BLE001  (the failure it explains must still be reported)
+                found = Localization("none", f"localization could not run: {type(exc).__name__}: {exc}", None)
+            self._localizations[key] = found
+        return self._localizations[key]
+
+    def localization_of(self, target: Target, case_id: str) -> Localization | None:
+        """The localization already made for ``target`` on ``case_id``, if it failed there."""
+        return self._localizations.get((target.name, case_id))
 
     def require_family(self, target: Target, family: str, case_id: str, config: Any) -> None:
         """Skip (and record why) when ``target`` cannot express models of ``family``."""

@@ -77,6 +77,26 @@ def logit_metrics(target: torch.Tensor, truth: torch.Tensor, top_k: int = TOP_K)
     )
 
 
+def elementwise_metrics(target: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """The elementwise part of ``logit_metrics`` for any activation (a hidden state has no
+    distribution to take a top-1 or a KL of): max_abs, max_rel (over max |truth|), rmse,
+    nonfinite, numel. Hidden states are small next to logits, so no chunking."""
+    if target.shape != truth.shape:
+        raise ValueError(f"shapes differ: target {tuple(target.shape)} vs truth {tuple(truth.shape)}")
+    t, r = target.to(torch.float64), truth.to(torch.float64)
+    numel = float(r.numel())
+    nonfinite = int((~torch.isfinite(t)).sum())
+    if nonfinite:
+        nan = math.nan
+        return dict(max_abs=nan, max_rel=nan, rmse=nan, nonfinite=float(nonfinite), numel=numel)
+    diff = (t - r).abs()
+    max_abs, ref_max = float(diff.max()) if numel else 0.0, float(r.abs().max()) if numel else 0.0
+    return dict(max_abs=max_abs,
+                max_rel=max_abs / ref_max if ref_max else (0.0 if max_abs == 0 else math.inf),
+                rmse=math.sqrt(float((diff * diff).sum()) / numel) if numel else 0.0,
+                nonfinite=0.0, numel=numel)
+
+
 def loss_metrics(target_loss: torch.Tensor | float | None, truth_loss: torch.Tensor | float) -> dict[str, float]:
     """loss_abs: |target - truth|; loss_rel: that over |truth|; nonfinite: 1 if the loss is NaN/Inf;
     loss and loss_truth: the two losses (a loss gate's floor scales with |loss_truth|)."""

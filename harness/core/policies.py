@@ -109,6 +109,8 @@ class Verdict:
     baseline: dict[str, float] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
     message: str = ""
+    # One line saying where in the model a failure starts (harness.checks.localize), when known.
+    localization: str = ""
 
     @property
     def passed(self) -> bool:
@@ -136,6 +138,8 @@ class Verdict:
                 mult = "inf" if g.min_multiplier is None else f"{g.min_multiplier:.3g}"
                 extra = f" (eager fp32 error {g.baseline:.3g}; would pass with multiplier >= {mult})"
             lines.append(f"  [{mark}] {g.metric} = {g.value:.4g} {op} bound {g.bound:.4g}{extra}")
+        if self.localization:
+            lines.append(self.localization)
         return "\n".join(lines)
 
 

@@ -52,6 +52,9 @@ class Capabilities:
     - ``families``: model families the target can express (``"nanogpt"``, ``"nanochat"``: see
       ``reference.families``); cases of other families skip with the reason.
     - ``returns_loss``: whether the runnable computes the loss itself.
+    - ``returns_intermediates``: whether the runnable has an ``intermediates(idx)`` method
+      returning named per-layer outputs (``reference.intermediates``), so that a failure is
+      located from one run; without it the harness bisects truncated models instead.
     """
 
     dynamic_shapes: bool = True
@@ -60,6 +63,7 @@ class Capabilities:
     static_shapes: tuple[tuple[int, int], ...] = ()
     families: frozenset[str] = frozenset({"nanogpt"})
     returns_loss: bool = True
+    returns_intermediates: bool = False
 
     def accepts(self, batch: int, seq_len: int) -> bool:
         if self.max_batch is not None and batch > self.max_batch:
@@ -72,7 +76,12 @@ class Capabilities:
 
 
 class Runnable(Protocol):
-    """What ``Target.prepare`` returns: a callable from token ids (and targets) to outputs."""
+    """What ``Target.prepare`` returns: a callable from token ids (and targets) to outputs.
+
+    With ``Capabilities(returns_intermediates=True)`` it also has ``intermediates(idx)``, which
+    returns ``{name: tensor}`` under the names of ``reference.intermediates.intermediate_names``
+    (hidden states ``[B, T, n_embd]``, ``logits`` ``[B, T, V]``); names it cannot expose may be
+    left out."""
 
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (logits [B, T, V] for every position, loss or None)."""

@@ -18,6 +18,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     try:
         return (yield)
     except UnsupportedHere as exc:
-        pytest.skip(str(exc))
+        skipped, failed = str(exc), None
     except (CheckFailed, CheckError) as exc:
-        pytest.fail(str(exc), pytrace=False)
+        skipped, failed = None, str(exc)
+    # Outside the except blocks: raised inside them, pytest would print the message twice
+    # ("During handling of the above exception, another exception occurred").
+    if skipped is not None:
+        pytest.skip(skipped)
+    pytest.fail(failed, pytrace=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.checks.localize import Budget
 from harness.checks.session import ConformanceSession, Options
 from harness.core.records import RecordWriter
 from harness.core.targets import Target, registry
@@ -67,6 +68,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gpt2-dir", default=None, metavar="PATH",
                     help=f"local Hugging Face GPT-2 directory (config.json + model.safetensors) for the GPT-2 "
                          f"greedy cases, which are slow (needs --slow); default ${GPT2_DIR_ENV}; without it they skip")
+    group.addoption("--localize-prepares", type=int, default=Budget.max_prepares, metavar="N",
+                    help="a failing named case of a black-box target is located by bisecting truncated models: "
+                         f"at most N prepares per failure (default {Budget.max_prepares}; 0: no bisection)")
+    group.addoption("--localize-seconds", type=float, default=Budget.max_seconds, metavar="S",
+                    help=f"... and at most S seconds per failure (default {Budget.max_seconds:g})")
     group.addoption("--repro", default=None, metavar="JSON",
                     help="replay one property example (the JSON a failing property test prints; write "
                          "--repro=JSON) in the tests marked repro; without it those tests are deselected")
@@ -100,7 +106,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["GPT_CONFORMANCE_RUN_ID"] = run_id  # xdist workers inherit it, so they share the run id
     writer = RecordWriter(report_dir / f"records-{run_id}-{worker}.jsonl", run_id)
     options = Options(report_dir=report_dir, update_goldens=config.getoption("update_goldens"),
-                      selected=config.getoption("target"))
+                      selected=config.getoption("target"),
+                      localize_budget=Budget(config.getoption("localize_prepares"), config.getoption("localize_seconds")))
     if golden_dir is not None:
         options.golden_dir = golden_dir
     session = ConformanceSession(registry, writer, options)

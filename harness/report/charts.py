@@ -129,3 +129,57 @@ def greedy_view(greedy: dict) -> dict | None:
             cut += 1
     same = ref == tgt
     return {"ref_head": ref[:cut], "ref_tail": ref[cut:], "tgt_head": tgt[:cut], "tgt_tail": tgt[cut:], "same": same}
+
+
+def localization_svg(localization: Any, width: int = 520, height: int = 236) -> dict | None:
+    """Each intermediate's (or truncated model's) error against fp64 on a log axis, with eager
+    fp32's error there and the bound, the first divergence marked (``harness.checks.localize``)."""
+    points = [p for p in as_dict(localization).get("points") or [] if isinstance(p, dict)]
+    if not points:
+        return None
+    values = [number(v) for p in points for v in (p.get("value"), p.get("eager"), p.get("bound"))]
+    positive = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    lo = math.floor(math.log10(min(positive))) if positive else -16
+    hi = math.ceil(math.log10(max(positive))) if positive else 0
+    hi = max(hi, lo + 1)
+    # Room on the left and below for the names, written at -45 degrees under their points.
+    left, bottom, plot_w, plot_h = 90, height - 100, width - 110, height - 116
+    step = plot_w / max(len(points) - 1, 1)
+
+    def y_of(value: Any) -> float | None:
+        v = number(value)
+        if v is None or math.isnan(v):
+            return None
+        v = 10.0 ** hi if math.isinf(v) else max(v, 10.0 ** lo)  # zero: eager exact, drawn on the floor
+        return round(bottom - plot_h * (math.log10(v) - lo) / (hi - lo), 1)
+
+    drawn, ticks, marker = [], [], None
+    for i, p in enumerate(points):
+        name, x = str(p.get("name", "")), round(left + i * step, 1)
+        label = _tick_label(name, len(points))
+        if label:
+            ticks.append({"x": x, "y": bottom + 10, "label": label})
+        if p.get("first") and marker is None:
+            marker = {"x": x, "label": name}
+        drawn.append({"x": x, "y": y_of(p.get("value")), "eager": y_of(p.get("eager")), "bound": y_of(p.get("bound")),
+                      "status": "pass" if p.get("status") == "pass" else "fail",
+                      "title": f"{name}: {p.get('metric', 'error')} {fmt(number(p.get('value')))} (eager fp32 "
+                               f"{fmt(number(p.get('eager')))}, bound {fmt(number(p.get('bound')))}) {p.get('status')}"})
+
+    def path(key: str) -> str:
+        return " ".join(f"{'M' if j == 0 else 'L'}{d['x']},{d[key]}" for j, d in enumerate(d for d in drawn if d[key] is not None))
+
+    grid = [{"y": y_of(10.0 ** d), "label": f"1e{d}"} for d in range(lo, hi + 1, max(1, (hi - lo) // 5))]
+    return {"points": drawn, "ticks": ticks, "grid": grid, "marker": marker, "target_path": path("y"),
+            "eager_path": path("eager"), "width": width, "height": height, "left": left, "bottom": bottom,
+            "top": bottom - plot_h, "metric": str(points[-1].get("metric", "error"))}
+
+
+def _tick_label(name: str, n_points: int) -> str:
+    """Every point is labelled when there are few; otherwise the embeddings, each block (at its
+    attention output) and the head, so a GPT-2-sized chart stays legible."""
+    if n_points <= 12:
+        return name
+    if name.endswith(".attn"):
+        return name.removesuffix(".attn")
+    return name if name in ("embed", "final_norm", "logits") else ""

@@ -30,7 +30,7 @@ KNOWN_KEYS = {
     "schema", "run_id", "time", "target", "precision", "device", "case", "check", "status", "message",
     "policy", "metrics", "baseline", "gates", "config", "input_shape", "seed", "duration_s",
     "environment", "target_environment", "histogram", "greedy", "quality", "property", "latency",
-    "repro", "golden_sha256",
+    "repro", "golden_sha256", "localization",
 }
 
 
@@ -135,7 +135,9 @@ def key_metric(rec: dict) -> str:
     if worst is not None:
         g = worst[1]
         op = ("<=" if g.get("passed") else ">") if g.get("direction") != "min" else (">=" if g.get("passed") else "<")
-        return prefix + f"{g.get('metric')} {fmt(number(g.get('value')))} {op} bound {fmt(number(g.get('bound')))}"
+        where = as_dict(rec.get("localization")).get("first_divergence")
+        return (prefix + f"{g.get('metric')} {fmt(number(g.get('value')))} {op} bound {fmt(number(g.get('bound')))}"
+                + (f"; first divergence: {where}" if where else ""))
     if rec.get("message"):
         return prefix + str(rec["message"])
     metrics = as_dict(rec.get("metrics"))

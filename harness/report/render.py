@@ -15,6 +15,9 @@ Parity: ``metrics`` {name: number}, ``baseline`` {name: number} (eager fp32's er
 Optional sections light up when records carry them:
 
 - ``histogram``: {log10_edges: [n+1], counts: [n]} of |target - fp64| (``abs_error_histogram``).
+- ``localization`` (a failing named-case parity check; ``harness.checks.localize``): {method,
+  summary, first_divergence, depth_independent, points: [{name, status, metric, value, eager,
+  bound, first?, blocks?, seconds?}], skipped, notes}: drawn as a per-layer error chart.
 - ``greedy`` (check "greedy"): {first_divergence: token index or null, margin_at_first_divergence,
   tokens_checked, reference_text, target_text, reference_tokens, target_tokens, divergence_char:
   optional character offset of the divergence in both texts (else the texts' common prefix)}.
@@ -47,7 +50,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from harness.report.charts import greedy_view, histogram_svg, latency_chart
+from harness.report.charts import greedy_view, histogram_svg, latency_chart, localization_svg
 from harness.report.matrix import build_matrix, environments
 from harness.report.precision_cost import precision_cost
 from harness.report.records_view import (
@@ -76,6 +79,8 @@ def detail_view(rec: dict) -> dict:
     bounds = [b for g in gates if g.get("metric") in ("max_abs", "rmse") for b in [number(g.get("bound"))] if b]
     greedy = as_dict(rec.get("greedy"))
     prop = as_dict(rec.get("property"))
+    localization = as_dict(rec.get("localization"))
+    points = [p for p in localization.get("points") or [] if isinstance(p, dict)]
     repro = rec.get("repro") or prop.get("repro")
     return {
         "rec": rec,
@@ -86,6 +91,10 @@ def detail_view(rec: dict) -> dict:
         "metrics": as_dict(rec.get("metrics")),
         "baseline": as_dict(rec.get("baseline")),
         "histogram": histogram_svg(rec.get("histogram"), bounds),
+        "localization": localization,
+        "localization_chart": localization_svg(localization),
+        "localization_rows": [{k: p.get(k) for k in ("name", "status", "metric", "value", "eager", "bound")}
+                              for p in points],
         "greedy": greedy,
         "greedy_text": greedy_view(greedy) if greedy else None,
         "greedy_rest": {k: v for k, v in greedy.items() if k not in ("reference_text", "target_text")},
