@@ -131,7 +131,7 @@ def test_cli_bisects_a_black_box_on_a_four_block_repro_example(tmp_path, capsys)
                          "targets": [[5, 9, 2, 7, 3, 6], [4, 8, 0, 28, 11, -1]]}}
     path = tmp_path / "example.json"
     path.write_text(json.dumps(example))
-    rc = cli_main(["localize", "-p", "tests.planted_localize", "--repro", f"@{path}", "--report-dir", str(tmp_path)])
+    rc = cli_main(["localize", "-p", "tests.planted_localize", "--repro-file", str(path), "--report-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 1 and "first divergence: h.2 (the model cut after it: " in out
     assert re.search(r"^  2 blocks +pass", out, re.M) and re.search(r"^> 3 blocks +fail", out, re.M)

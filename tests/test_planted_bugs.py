@@ -79,10 +79,12 @@ def test_failing_records_say_how_far_off(planted_run):
 
 
 # Where each bug is, as bisection must name it (these targets return logits only): the LayerNorm
-# eps bug is in every norm, the final one included, so it shows with no block at all.
+# bugs (eps, dropped bias) are in every norm, the final one included, so they show with no block
+# at all; the others are in every block (or block 0 only), so block 0 is the first to break.
 WHERE = {"planted-mask-off-by-one": "h.0", "planted-transposed-weight": "h.0",
-         "planted-layernorm-eps": "embeddings or head", "planted-nanochat-rotary-sign": "h.0",
-         "planted-nanochat-kv-order": "h.0"}
+         "planted-layernorm-eps": "embeddings or head", "planted-dropped-layernorm-bias": "embeddings or head",
+         "planted-dropped-linear-bias": "h.0", "planted-tanh-gelu": "h.0", "planted-attention-scale": "h.0",
+         "planted-nanochat-rotary-sign": "h.0", "planted-nanochat-kv-order": "h.0"}
 
 
 def test_failing_records_say_where(planted_run):
