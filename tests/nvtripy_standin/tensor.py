@@ -111,6 +111,7 @@ class Tensor:
     def __getitem__(self, index: Tensor | slice | IntLike | EllipsisType | None
                     | Sequence[slice | IntLike | EllipsisType | None]) -> Tensor:
         _require(not isinstance(index, Tensor), "the stand-in indexes with slices and integers only")
+        # torch's __getitem__ stubs do not accept nvtripy's IntLike (int or DimensionSize) union.
         return Tensor._wrap(self._data[index], self.dtype)  # type: ignore[index]
 
 
@@ -148,6 +149,7 @@ def split(input: Tensor, num_split_or_sizes: int | Sequence[IntLike], dim: int =
         pieces = input._data.split(-(-size // num_split_or_sizes), dim=dim)
     else:
         pieces = input._data.split([int(s) for s in num_split_or_sizes], dim=dim)
+    # nvtripy annotates the result Tuple[Tensor] (one element); the signature test holds us to it.
     return tuple(Tensor._wrap(p, input.dtype) for p in pieces)  # type: ignore[return-value]
 
 
@@ -159,8 +161,9 @@ def softmax(input: Tensor, dim: int | None = None) -> Tensor:
 
 def masked_fill(input: Tensor, mask: Tensor, value: numbers.Number) -> Tensor:
     _require(mask.dtype is _BOOL, f"masked_fill's mask must be bool, got {mask.dtype}")
-    _require(isinstance(value, (int, float)), f"masked_fill value {value!r}")
-    return Tensor._wrap(input._data.masked_fill(mask._data, float(value)), input.dtype)  # type: ignore[arg-type]
+    if not isinstance(value, (int, float)):
+        raise TripyException(f"masked_fill value {value!r}")
+    return Tensor._wrap(input._data.masked_fill(mask._data, float(value)), input.dtype)
 
 
 def tanh(input: Tensor) -> Tensor:
