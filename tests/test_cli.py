@@ -121,15 +121,35 @@ def test_progress_line_shows_tokens_per_second(monkeypatch):
     assert stream.text == "generate: 50/1000 tokens, 10.0 tokens/s\ngenerate: 200/1000 tokens, 12.5 tokens/s\n"
 
 
+# The generate command with each token held back 10 ms, so that 1024 tokens take at least 10 s on
+# any machine: on a fast one the real model finished all 1024 in under the 2 s that the progress
+# line waits for, and the test, which waits for that line, saw only the end of stderr.
+SLOWED_GENERATE = """
+import sys, time
+from harness import cli
+from harness.checks import decode
+
+unslowed = decode.greedy_tokens
+
+def slowed(*args):
+    for token in unslowed(*args):
+        time.sleep(0.01)
+        yield token
+
+decode.greedy_tokens = slowed
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_generate_ctrl_c_in_a_real_process_is_quiet(tmp_path):
     # A long run: the progress line comes on stderr after 2 s; SIGINT then ends it with exit
     # code 130, the text so far on stdout, and no traceback.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "generate", "--prompt", "Beautiful is",
+    proc = subprocess.Popen([sys.executable, "-c", SLOWED_GENERATE, "generate", "--prompt", "Beautiful is",
                              "--max-new-tokens", "1024"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        lines = [proc.stderr.readline() for _ in range(1)]
+        lines = [proc.stderr.readline()]
         while not lines[-1].startswith("generate: ") and lines[-1] and len(lines) < 50:  # after any warnings
             lines.append(proc.stderr.readline())
         assert "/1024 tokens, " in lines[-1] and lines[-1].endswith(" tokens/s\n"), lines
