@@ -2,7 +2,9 @@
 
 Without the tier's hardware it skips with every target's reason, instead of pytest's "no tests
 ran" (exit 5). With the hardware present it fails if no target of the tier can run, so a GPU or
-Trainium runner with a broken backend install cannot go green by skipping everything.
+Trainium runner with a broken backend install cannot go green by skipping everything. That
+failure is also an ``error`` record for each target of the tier, so the report is red where pytest
+is.
 """
 
 import pytest
@@ -15,13 +17,17 @@ DEVICE_PROBES = {"cpu": lambda: AVAILABLE, "cuda": probe_cuda, "neuron": probe_n
 
 
 @pytest.mark.parametrize("device", TIERS)
-def test_tier_has_runnable_target(device, target_registry):
-    tier = [t for t in target_registry if t.requirements.device == device]
+def test_tier_has_runnable_target(device, targets_under_test, conformance):
+    tier = [t for t in targets_under_test if t.requirements.device == device]
     if not tier:
-        pytest.skip(f"no registered target needs device {device!r}")
+        pytest.skip(f"no target under test needs device {device!r}")
     probes = {t.name: t.probe() for t in tier}
     reasons = "; ".join(f"{name}: {a.reason}" for name, a in probes.items() if not a)
     hardware = DEVICE_PROBES[device]()
     if not hardware:
         pytest.skip(f"{hardware.reason} ({reasons})")
-    assert any(probes.values()), f"this machine has the {device} hardware but no target of the tier can run: {reasons}"
+    if not any(probes.values()):
+        message = f"this machine has the {device} hardware but no target of the tier can run: {reasons}"
+        for target in tier:
+            conformance.record(target, "tier", "runnable", None, {}, None, None, status="error", message=message)
+        pytest.fail(message, pytrace=False)

@@ -76,3 +76,15 @@ def test_a_third_party_target_that_fails_to_load_is_an_error_and_a_red_run(tmp_p
     assert "1 passed" in proc.stdout and "failed to load entry point planted-broken" in proc.stdout
     (error,) = [r for r in records if r["target"] == "planted-broken"]
     assert error["status"] == "error" and "someones-backend" in error["message"]
+
+
+def test_a_tier_with_its_hardware_but_no_runnable_target_is_red_in_pytest_and_in_the_records(tmp_path):
+    # The tier test is not parametrized by a target, so the outcome hook cannot record it: it
+    # records its error on each target of the tier itself, and the report, built from records, is red.
+    proc, records, outcomes = run_pytest("-p", "tests.uninstalled_backend", "cases/test_tiers.py", "-m", "cpu",
+                                         "--target", "uninstalled-backend", report_dir=tmp_path / "records")
+    assert outcomes == {"test_tier_has_runnable_target[cpu]": "failure"}, proc.stdout[-3000:]
+    (error,) = records
+    assert (error["target"], error["check"], error["status"]) == ("uninstalled-backend", "runnable", "error")
+    assert "no target of the tier can run" in error["message"]
+    assert "planted_backend_that_is_not_installed" in error["message"]

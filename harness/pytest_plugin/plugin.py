@@ -169,6 +169,12 @@ def target_registry():
     return registry
 
 
+@pytest.fixture(scope="session")
+def targets_under_test(request: pytest.FixtureRequest) -> list[Target]:
+    """The targets this run checks: those named with ``--target``, else every registered one."""
+    return selected_targets(request.config)
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.stash[REPRO_KEY] is None:
         replays = [item for item in items if item.get_closest_marker("repro")]
