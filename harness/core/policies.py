@@ -260,6 +260,30 @@ register_policy(TolerancePolicy(
     greedy_margin=1e-3,
 ))
 
+# The nightly property search (torch 2.13, CPU) found inductor at 4.6x eager's max_abs on a 4-layer
+# model with weights of std 1.0, where fp32-reassoc allows 4x. It is inductor's own arithmetic, not
+# noise in the yardstick: other valid fp32 orderings of eager (sdpa for the manual attention; the
+# batch one row at a time) land at 0.65x and 1.31x, and inductor with vectorization off
+# (cpp.simdlen=1) is still at 3.2x. See docs/sources.md#fp32-classes.
+INDUCTOR_CPU_MEASURED = ("measured by the nightly property search (torch 2.13, CPU; 130 inputs on 19 models of 1..4 "
+                         "layers, weight std 0.02..1.0): inductor <= 6.0x eager's max_abs and <= 6.4x its rmse, "
+                         "where eager's own valid orderings spread 0.65x..1.31x")
+register_policy(TolerancePolicy(
+    name="fp32-compiled",
+    description="float32 code that a compiler generates with decompositions and vectorized math of its own "
+                "(inductor on CPU): reassociation, plus its own exp, erf and fused reductions.",
+    logit_gates=(
+        Gate("rmse", multiplier=8.0, floor_rel=FP32_RTOL,
+             reason="8x eager fp32's error (the measured worst, 6.4x, with a third to spare) + fp32 floor; "
+                    + INDUCTOR_CPU_MEASURED),
+        Gate("max_abs", multiplier=8.0, floor_rel=4 * FP32_RTOL,
+             reason="8x eager fp32's error (the measured worst, 6.0x, with a third to spare) + 4x fp32 rtol; "
+                    + INDUCTOR_CPU_MEASURED),
+    ),
+    loss_gates=get_policy("fp32-reassoc").loss_gates,
+    greedy_margin=get_policy("fp32-reassoc").greedy_margin,
+))
+
 
 # --- half precision and weight-only quantization -------------------------------------------------
 # Measured on the named cases (docs/sources.md#calibration-measurements; CPU, torch 2.13): the reference
