@@ -4,10 +4,11 @@ consistency, loss consistency; see ``harness/checks/properties.py`` for what eac
 
 - ``test_properties`` searches: each example is one model (prepared once) and up to three
   inputs. A failure is shrunk to a small example and printed with a one-line repro command.
-- ``test_named_properties`` pins every named case of ``reference/cases.py`` (except slow), and
-  every example that a search found and ``found_examples.json`` keeps, as an ``@example``, so it is
-  always tried. They live in their own test because Hypothesis stops at a
+- ``test_named_properties`` pins every named case of ``reference/cases.py`` (except slow) as an
+  ``@example``, so it is always tried. They live in their own test because Hypothesis stops at a
   failing explicit example without shrinking it: a bug they catch would hide the shrunk one.
+- ``test_found_example`` replays each input that a search found and ``found_examples.json`` keeps
+  (a bug, or a false alarm that moved a bound), on every target, one test each.
 - ``test_property_repro`` replays one printed example alone (``--repro=<json>`` or ``--repro-file PATH``).
 """
 
@@ -37,26 +38,29 @@ def test_properties(target, conformance, pytestconfig):
         pytest.skip(f"{target.name}: it could prepare none of the drawn models (see the skip records for why)")
 
 
-# Examples that a search found (a failure, or a false alarm that moved a bound), each with where and
-# what it found: replayed on every target in every run, since a database does not travel.
-FOUND_EXAMPLES = json.loads((Path(__file__).parent / "found_examples.json").read_text())
-
-
-def pin_examples(test):
+def pin_named_cases(test):
     for spec in NAMED_CASES:
         if not spec.slow and spec.checkpoint is None:  # a trained checkpoint is no drawable model
             test = example(data=PinnedDraws(*named_example(spec), name=spec.name))(test)
-    for found in FOUND_EXAMPLES:
-        model, inp = ModelCase.from_dict(found["model"]), InputCase.from_dict(found["input"])
-        test = example(data=PinnedDraws(model, inp, name=found["name"]))(test)
     return test
 
 
 @settings(phases=[Phase.explicit])
-@pin_examples
+@pin_named_cases
 @given(data=st.data())
 def test_named_properties(target, conformance, pytestconfig, data):
     check_drawn(conformance, target, data, invocation_plugins(pytestconfig.invocation_params.args))
+
+
+# Each with where and what it found; replayed in every run, since a Hypothesis database does not
+# travel. A target that cannot prepare the example's model skips it with the reason.
+FOUND_EXAMPLES = json.loads((Path(__file__).parent / "found_examples.json").read_text())
+
+
+@pytest.mark.parametrize("found", FOUND_EXAMPLES, ids=[found["name"] for found in FOUND_EXAMPLES])
+def test_found_example(target, conformance, pytestconfig, found):
+    model_case, inp = ModelCase.from_dict(found["model"]), InputCase.from_dict(found["input"])
+    ExampleChecker(conformance, target, model_case, invocation_plugins(pytestconfig.invocation_params.args)).check(inp)
 
 
 @pytest.mark.repro

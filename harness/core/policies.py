@@ -260,6 +260,14 @@ register_policy(TolerancePolicy(
     greedy_margin=1e-3,
 ))
 
+# The loss is one number per input, so its yardstick (the reference's own loss error) is a single
+# sample, far noisier than the logits' over thousands of elements. On 4-layer models with weights of
+# std 1.0 (losses of about 64) the nightly property search (torch 2.13, CPU) found correct targets
+# at up to 3.25x that sample: modelopt-int8-wo 3.25x (failing 3x), inductor 2.67x. 6x is the worst
+# measured with a little under 2x to spare; wrong models are off by 1e-2 and more (tests/test_teeth.py).
+NIGHTLY_LOSS_MEASURED = ("measured by the nightly property search (torch 2.13, CPU; losses up to ~64 on 4-layer "
+                         "models, weight std 1.0): a correct target at up to 3.25x the yardstick's loss error "
+                         "(modelopt-int8-wo; inductor 2.67x)")
 # The nightly property search (torch 2.13, CPU) found inductor at 4.6x eager's max_abs on a 4-layer
 # model with weights of std 1.0, where fp32-reassoc allows 4x. It is inductor's own arithmetic, not
 # noise in the yardstick: other valid fp32 orderings of eager (sdpa for the manual attention; the
@@ -280,7 +288,9 @@ register_policy(TolerancePolicy(
              reason="8x eager fp32's error (the measured worst, 6.0x, with a third to spare) + 4x fp32 rtol; "
                     + INDUCTOR_CPU_MEASURED),
     ),
-    loss_gates=get_policy("fp32-reassoc").loss_gates,
+    loss_gates=(Gate("loss_abs", multiplier=6.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
+                     reason="6x eager fp32's loss error + the original export check's 1e-5 + "
+                            + _loss_ulps("fp32", FP32_EPS) + "; " + NIGHTLY_LOSS_MEASURED),),
     greedy_margin=get_policy("fp32-reassoc").greedy_margin,
 ))
 
@@ -379,9 +389,9 @@ _FAKE_QUANT_ARITHMETIC = (
     Gate("max_abs", multiplier=4.0, floor_rel=4 * FP32_RTOL,
          reason="4x the fake-quant reference's own max error; measured modelopt <= 1.56x"),
 )
-_FAKE_QUANT_LOSS = (Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
-                         reason="3x the fake-quant reference's loss error + the original export check's 1e-5 + "
-                                + _loss_ulps("fp32", FP32_EPS)),)
+_FAKE_QUANT_LOSS = (Gate("loss_abs", multiplier=6.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
+                         reason="6x the fake-quant reference's loss error + the original export check's 1e-5 + "
+                                + _loss_ulps("fp32", FP32_EPS) + "; " + NIGHTLY_LOSS_MEASURED),)
 
 register_policy(TolerancePolicy(
     name="int8-wo",
