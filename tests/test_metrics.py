@@ -116,6 +116,22 @@ def test_loss_verdict():
     assert bad.status == "fail" and bad.gates[0].min_multiplier == pytest.approx(10.0)
 
 
+def test_a_loss_gate_counts_the_logits_noise():
+    # The nightly search's inductor input: eager's loss error 1.1e-7 by chance, its logit rmse 8.8e-4,
+    # and a correct inductor 4.6e-5 off the loss. Against the loss error alone it failed at 420x.
+    gate = Gate("loss_abs", multiplier=3.0, floor_abs=1e-5, plus_logit_rmse=True)
+    policy = TolerancePolicy("unit-test-loss-noise", (), (gate,))
+    metrics = {"loss": 64.0, "loss_truth": 64.0, "loss_abs": 4.6e-5, "nonfinite": 0.0}
+    verdict = judge_loss(policy, metrics, {"loss_abs": 1.1e-7, "logit_rmse": 8.8e-4})
+    assert verdict.passed and verdict.gates[0].bound == pytest.approx(3 * (1.1e-7 + 8.8e-4) + 1e-5)
+    # Without the logits' noise, the same loss error fails: the term is what lets it pass.
+    assert judge_loss(policy, metrics, {"loss_abs": 1.1e-7}).status == "fail"
+    # The built-in loss gates that scale with a reference all count it.
+    relative = [g for p in ("fp32", "fp32-reassoc", "fp32-compiled", "fp16", "bf16", "int8-wo", "int4-wo", "tf32")
+                for g in (*get_policy(p).loss_gates, *get_policy(p).arithmetic_loss_gates) if g.multiplier]
+    assert relative and all(g.plus_logit_rmse for g in relative)
+
+
 def test_policies_are_registered_data():
     assert get_policy("fp32").logit_gates and get_policy("fp32-reassoc").loss_gates
     with pytest.raises(KeyError, match="no tolerance policy 'int3'"):

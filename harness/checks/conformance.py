@@ -125,6 +125,6 @@ def parity_verdicts(target: Target | None, truth: Truth, logits: torch.Tensor, l
     logits_verdict = judge_logits(policy, logit_metrics(logits, truth.logits64), truth.baseline_logits(), truth.scale)
     loss_verdict = None
     if truth.loss64 is not None:
-        baseline = loss_metrics(truth.loss32, truth.loss64)
+        baseline = {**loss_metrics(truth.loss32, truth.loss64), "logit_rmse": truth.baseline_logits()["rmse"]}
         loss_verdict = judge_loss(policy, loss_metrics(loss, truth.loss64), baseline)
     return logits_verdict, loss_verdict

@@ -110,8 +110,11 @@ def arithmetic_reference(model: torch.nn.Module, weights: dict[str, torch.Tensor
     """fp64 truth and the ``dtype`` reference's error, for ``model`` with ``weights`` swapped in."""
     logits64, loss64 = _forward(fake_quant_model(model, weights, torch.float64), idx, targets)
     logits_c, loss_c = _forward(fake_quant_model(model, weights, dtype), idx, targets)
-    baseline_loss = loss_metrics(loss_c, loss64) if loss64 is not None else None
-    return ArithmeticReference(logits64, loss64, logits_c, logit_metrics(logits_c, logits64), baseline_loss)
+    baseline_logits = logit_metrics(logits_c, logits64)
+    baseline_loss = None
+    if loss64 is not None:
+        baseline_loss = {**loss_metrics(loss_c, loss64), "logit_rmse": baseline_logits["rmse"]}
+    return ArithmeticReference(logits64, loss64, logits_c, baseline_logits, baseline_loss)
 
 
 def judge_arithmetic(policy, ref: ArithmeticReference, logits, loss) -> tuple[Verdict, Verdict | None]:

@@ -49,6 +49,13 @@ class Gate:
     # the max_abs bound means something only when RMSE averages many elements; over a handful it
     # *is* the max error (dynamo's same() likewise loosens its multiplier below 1000 elements).
     min_numel: int = 0
+    # A loss gate's yardstick: the reference's own loss error plus its logit rmse (the baseline's
+    # "logit_rmse"). The loss is one number, a mean over positions of lse(z) - z[target]; a change
+    # in the logits moves each term by about their rmse (by 2 max|dz| at most), so that rmse is the
+    # loss's noise scale. The reference's own loss error is a single sample of that noise and can
+    # be near 0 by chance: the nightly search found it at 1.1e-7 beside a logit rmse of 8.8e-4, and
+    # a correct inductor 420x off it (docs/sources.md#fp32-classes).
+    plus_logit_rmse: bool = False
 
     def bound(self, baseline: float, scale: float) -> float:
         """``scale`` is max|truth| for a logit gate and |truth loss| for a loss gate."""
@@ -178,6 +185,8 @@ def _judge(check: str, policy: TolerancePolicy, gates: tuple[Gate, ...], metrics
         base = baseline.get(gate.metric) if relative else None
         if relative and base is None:
             raise KeyError(f"policy {policy.name!r} gate {gate.metric!r} needs the eager fp32 baseline")
+        if relative and gate.plus_logit_rmse:
+            base += baseline.get("logit_rmse", 0.0)
         bound = gate.bound(base or 0.0, scale)
         if math.isnan(value):
             passed = False
@@ -234,7 +243,8 @@ register_policy(TolerancePolicy(
                 "measured identical or within reassociation noise of eager.",
     logit_gates=(_fp32_floor("rmse"), _fp32_floor("max_abs")),
     loss_gates=(Gate("loss_abs", multiplier=2.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
-                     reason="2x eager fp32's loss error + the original export check's 1e-5 + "
+                     plus_logit_rmse=True,
+                     reason="2x eager fp32's loss error and logit rmse + the original export check's 1e-5 + "
                             + _loss_ulps("fp32", FP32_EPS)),),
     # Same NxDI fp32 test value: a greedy flip is acceptable only at a near-exact tie.
     greedy_margin=1e-3,
@@ -253,21 +263,14 @@ register_policy(TolerancePolicy(
                     "same 9 models: inductor <= 1.10x eager's max_abs, onnxruntime <= 1.73x (4 layers, weights x4)"),
     ),
     loss_gates=(Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
-                     reason="3x eager fp32's loss error + the original export check's 1e-5 + "
+                     plus_logit_rmse=True,
+                     reason="3x eager fp32's loss error and logit rmse + the original export check's 1e-5 + "
                             + _loss_ulps("fp32", FP32_EPS) + "; measured worst "
                             "8.9e-7 (onnxruntime, seed: ~2 ulp of a loss of 4.2, 13x eager's 6.7e-8), inductor "
                             "8.1e-7 (gpt2-124m-shape, 5.8x eager's 1.4e-7)"),),
     greedy_margin=1e-3,
 ))
 
-# The loss is one number per input, so its yardstick (the reference's own loss error) is a single
-# sample, far noisier than the logits' over thousands of elements. On 4-layer models with weights of
-# std 1.0 (losses of about 64) the nightly property search (torch 2.13, CPU) found correct targets
-# at up to 3.25x that sample: modelopt-int8-wo 3.25x (failing 3x), inductor 2.67x. 6x is the worst
-# measured with a little under 2x to spare; wrong models are off by 1e-2 and more (tests/test_teeth.py).
-NIGHTLY_LOSS_MEASURED = ("measured by the nightly property search (torch 2.13, CPU; losses up to ~64 on 4-layer "
-                         "models, weight std 1.0): a correct target at up to 3.25x the yardstick's loss error "
-                         "(modelopt-int8-wo; inductor 2.67x)")
 # The nightly property search (torch 2.13, CPU) found inductor at 4.6x eager's max_abs on a 4-layer
 # model with weights of std 1.0, where fp32-reassoc allows 4x. It is inductor's own arithmetic, not
 # noise in the yardstick: other valid fp32 orderings of eager (sdpa for the manual attention; the
@@ -288,9 +291,7 @@ register_policy(TolerancePolicy(
              reason="8x eager fp32's error (the measured worst, 6.0x, with a third to spare) + 4x fp32 rtol; "
                     + INDUCTOR_CPU_MEASURED),
     ),
-    loss_gates=(Gate("loss_abs", multiplier=6.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
-                     reason="6x eager fp32's loss error + the original export check's 1e-5 + "
-                            + _loss_ulps("fp32", FP32_EPS) + "; " + NIGHTLY_LOSS_MEASURED),),
+    loss_gates=get_policy("fp32-reassoc").loss_gates,
     greedy_margin=get_policy("fp32-reassoc").greedy_margin,
 ))
 
@@ -318,8 +319,8 @@ def _dtype_arithmetic(dtype_name: str, eps: float) -> tuple[Gate, ...]:
 
 
 def _dtype_arithmetic_loss(dtype_name: str, eps: float) -> tuple[Gate, ...]:
-    return (Gate("loss_abs", multiplier=3.0, floor_rel=LOSS_ULPS * eps,
-                 reason=f"3x the {dtype_name} reference's own loss error + {_loss_ulps(dtype_name, eps)}"),)
+    return (Gate("loss_abs", multiplier=3.0, floor_rel=LOSS_ULPS * eps, plus_logit_rmse=True,
+                 reason=f"3x the {dtype_name} reference's own loss error and logit rmse + {_loss_ulps(dtype_name, eps)}"),)
 
 
 def _quality(top1: float, kl: float, ppl: float, source: str, kl_source: str) -> tuple[Gate, ...]:
@@ -389,9 +390,10 @@ _FAKE_QUANT_ARITHMETIC = (
     Gate("max_abs", multiplier=4.0, floor_rel=4 * FP32_RTOL,
          reason="4x the fake-quant reference's own max error; measured modelopt <= 1.56x"),
 )
-_FAKE_QUANT_LOSS = (Gate("loss_abs", multiplier=6.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
-                         reason="6x the fake-quant reference's loss error + the original export check's 1e-5 + "
-                                + _loss_ulps("fp32", FP32_EPS) + "; " + NIGHTLY_LOSS_MEASURED),)
+_FAKE_QUANT_LOSS = (Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
+                         plus_logit_rmse=True,
+                         reason="3x the fake-quant reference's loss error and logit rmse + the original export "
+                                "check's 1e-5 + " + _loss_ulps("fp32", FP32_EPS)),)
 
 register_policy(TolerancePolicy(
     name="int8-wo",
