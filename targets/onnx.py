@@ -9,8 +9,9 @@ Weights are baked into the graph as initializers, as in a real deployment, so ea
 exported once (the harness caches prepared targets per model); graphs with and without the loss
 are exported lazily, on first use.
 
-ORT fuses and reorders float32 arithmetic (graph optimisation level ``ORT_ENABLE_ALL``), so the
-target is judged under ``fp32-reassoc``. Needs the ``onnx`` extra (onnx, onnxruntime, onnxscript).
+ORT fuses and reorders float32 arithmetic (graph optimisation level ``ORT_ENABLE_ALL``) and runs
+its own kernels (MLAS), so the target is judged under ``fp32-compiled``: on a 4-layer model with
+weights of std 1.0 it measured 3.4x eager's rmse and 4.3x its max_abs, beyond ``fp32-reassoc``. Needs the ``onnx`` extra (onnx, onnxruntime, onnxscript).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def input_names(inputs: tuple[torch.Tensor, ...]) -> list[str]:
 
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
-    precision = "fp32-reassoc"
+    precision = "fp32-compiled"
     description = "torch.onnx.export (dynamo exporter, else TorchScript), dynamic batch/seq, ORT CPU EP"
     requirements = Requirements(packages=(("onnx", "onnx"), ("onnxscript", "onnx"), ("onnxruntime", "onnx")))
     capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES)

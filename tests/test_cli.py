@@ -124,10 +124,14 @@ def test_progress_line_shows_tokens_per_second(monkeypatch):
 # The generate command with each token held back 10 ms, so that 1024 tokens take at least 10 s on
 # any machine: on a fast one the real model finished all 1024 in under the 2 s that the progress
 # line waits for, and the test, which waits for that line, saw only the end of stderr.
+# It also puts back Python's Ctrl-C handler: a process started in the background (`cmd &`, as CI
+# runners may start pytest) inherits SIGINT ignored, and a terminal's Ctrl-C is what is tested.
 SLOWED_GENERATE = """
-import sys, time
+import signal, sys, time
 from harness import cli
 from harness.checks import decode
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 unslowed = decode.greedy_tokens
 
