@@ -49,8 +49,8 @@ class Gate:
     # the max_abs bound means something only when RMSE averages many elements; over a handful it
     # *is* the max error (dynamo's same() likewise loosens its multiplier below 1000 elements).
     min_numel: int = 0
-    # A loss gate's yardstick: the reference's own loss error plus its logit rmse (the baseline's
-    # "logit_rmse"). The loss is one number, a mean over positions of lse(z) - z[target]; a change
+    # A loss gate's yardstick, for a target whose arithmetic differs from its reference's: the
+    # reference's own loss error plus its logit rmse (the baseline's "logit_rmse"). The loss is one number, a mean over positions of lse(z) - z[target]; a change
     # in the logits moves each term by about their rmse (by 2 max|dz| at most), so that rmse is the
     # loss's noise scale. The reference's own loss error is a single sample of that noise and can
     # be near 0 by chance: the nightly search found it at 1.1e-7 beside a logit rmse of 8.8e-4, and
@@ -242,9 +242,12 @@ register_policy(TolerancePolicy(
     description="float32 paths that compute what eager computes (export, TorchScript): "
                 "measured identical or within reassociation noise of eager.",
     logit_gates=(_fp32_floor("rmse"), _fp32_floor("max_abs")),
+    # Without the logits' noise (plus_logit_rmse): these paths compute eager's own arithmetic, so
+    # their loss error is eager's sample, not another one. Measured: the nightly search put every
+    # fp32 target's loss at <= 0.44 of this bound, and it keeps a tanh GELU's loss error (1.7e-5 on
+    # `scaled`) failing, which the noise term would pass.
     loss_gates=(Gate("loss_abs", multiplier=2.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
-                     plus_logit_rmse=True,
-                     reason="2x eager fp32's loss error and logit rmse + the original export check's 1e-5 + "
+                     reason="2x eager fp32's loss error + the original export check's 1e-5 + "
                             + _loss_ulps("fp32", FP32_EPS)),),
     # Same NxDI fp32 test value: a greedy flip is acceptable only at a near-exact tie.
     greedy_margin=1e-3,
