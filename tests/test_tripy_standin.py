@@ -221,3 +221,14 @@ def test_off_by_one_mask_fails(mode, monkeypatch):
     monkeypatch.setattr(tripy_layout, "causal_mask",
                         lambda n, dtype=torch.float32: torch.ones(n, n, dtype=dtype).tril(1).view(1, 1, n, n))
     assert not named_verdicts(tripy.TripyTarget(MODES[mode]), BUG_CASE)[0].passed
+
+
+def test_standin_indexes_as_nvtripy_does():
+    # The adapter slices with ints and DimensionSizes (the mask's [:, :, :seq, :seq]); a Tensor index
+    # is not part of the stand-in and is refused, not silently turned into torch's gather.
+    t = nvtripy_standin.Tensor(torch.arange(24.0).reshape(2, 3, 4))
+    seq = nvtripy_standin.DimensionSize(2)
+    assert torch.equal(t[:, :seq, 1]._data, torch.arange(24.0).reshape(2, 3, 4)[:, :2, 1])
+    assert torch.equal(t[1]._data, torch.arange(12.0, 24.0).reshape(3, 4))
+    with pytest.raises(nvtripy_standin.TripyException, match="slices and integers only"):
+        t[nvtripy_standin.Tensor(torch.tensor([0]))]

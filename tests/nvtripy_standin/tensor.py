@@ -110,9 +110,21 @@ class Tensor:
 
     def __getitem__(self, index: Tensor | slice | IntLike | EllipsisType | None
                     | Sequence[slice | IntLike | EllipsisType | None]) -> Tensor:
-        _require(not isinstance(index, Tensor), "the stand-in indexes with slices and integers only")
-        # torch's __getitem__ stubs do not accept nvtripy's IntLike (int or DimensionSize) union.
-        return Tensor._wrap(self._data[index], self.dtype)  # type: ignore[index]
+        # nvtripy indexes with an IntLike (int or DimensionSize); torch with an int: each
+        # DimensionSize becomes its value, so torch sees only what its own indexing takes.
+        def torch_int(value: Any) -> Any:
+            return int(value) if isinstance(value, DimensionSize) else value
+
+        def torch_part(part: slice | IntLike | EllipsisType | None) -> slice | int | EllipsisType | None:
+            if isinstance(part, slice):
+                return slice(torch_int(part.start), torch_int(part.stop), torch_int(part.step))
+            return torch_int(part)
+
+        if isinstance(index, Tensor):  # a raise, not _require: mypy narrows the index on it
+            raise TripyException("the stand-in indexes with slices and integers only")
+        if isinstance(index, Sequence):
+            return Tensor._wrap(self._data[tuple(torch_part(part) for part in index)], self.dtype)
+        return Tensor._wrap(self._data[torch_part(index)], self.dtype)
 
 
 class DimensionSize(Tensor):
