@@ -17,8 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.report.records_view import load_records
-from harness.report.render import render
+from gpt_conformance.harness.report.records_view import load_records
+from gpt_conformance.harness.report.render import render
+
 from tests.report_records import nightly, write_jsonl
 
 

@@ -3,7 +3,7 @@
 The expected tokens are the reference model's own greedy tokens in float64. A target may leave
 them only where the reference's top-1 and top-2 logits were within the target policy's
 ``greedy_margin``; decoding then continues teacher-forced from the reference, so every step is
-checked (see ``harness.checks.decode``). Each comparison is recorded with its first divergence, the
+checked (see ``gpt_conformance.harness.checks.decode``). Each comparison is recorded with its first divergence, the
 margin there and both texts.
 
 - The shipped Zen-of-Python char model (``reference/zen``) runs everywhere.
@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from harness.checks.decode import reference_greedy
-from harness.checks.session import assert_verdict
-from reference.checkpoint import from_pretrained
-from reference.tokenizers import gpt2_tokenizer
-from reference.train import load_zen_model
+from gpt_conformance.harness.checks.decode import reference_greedy
+from gpt_conformance.harness.checks.session import assert_verdict
+from gpt_conformance.reference.checkpoint import from_pretrained
+from gpt_conformance.reference.tokenizers import gpt2_tokenizer
+from gpt_conformance.reference.train import load_zen_model
 
 # Prompts whose continuation the shipped model has memorised (the expected text itself is
 # checked against the Zen of Python in tests/test_zen_model.py).

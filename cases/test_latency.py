@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-
-from harness.checks.decode import choose_window, greedy_decode
-from harness.checks.latency import LatencyRun, forward_flops
-from reference.cases import GPT2_SMALL_CONFIG, SEED_CONFIG
-from reference.model import GPT, GPTConfig
-from reference.train import load_zen_model
-from targets.eager import EagerTarget
+from gpt_conformance.harness.checks.decode import choose_window, greedy_decode
+from gpt_conformance.harness.checks.latency import LatencyRun, forward_flops
+from gpt_conformance.reference.cases import GPT2_SMALL_CONFIG, SEED_CONFIG
+from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.reference.train import load_zen_model
+from gpt_conformance.targets.eager import EagerTarget
 
 pytestmark = pytest.mark.latency
 

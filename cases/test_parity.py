@@ -6,9 +6,8 @@ tolerance that would have passed.
 """
 
 import pytest
-
-from harness.checks.session import assert_verdict
-from reference.cases import ALL_CASES
+from gpt_conformance.harness.checks.session import assert_verdict
+from gpt_conformance.reference.cases import ALL_CASES
 
 CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.slow else []) for spec in ALL_CASES]
 

@@ -12,17 +12,16 @@ import math
 
 import pytest
 import torch
-
-from harness.checks.precision import (
+from gpt_conformance.harness.checks.precision import (
     arithmetic_verdict,
     quality_metrics,
     quality_verdict,
     require_low_precision,
 )
-from harness.checks.session import assert_verdict
-from reference.cases import ALL_CASES
-from reference.goldens import reference_outputs
-from reference.train import load_zen_model, zen_of_python
+from gpt_conformance.harness.checks.session import assert_verdict
+from gpt_conformance.reference.cases import ALL_CASES
+from gpt_conformance.reference.goldens import reference_outputs
+from gpt_conformance.reference.train import load_zen_model, zen_of_python
 
 CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.slow else []) for spec in ALL_CASES]
 

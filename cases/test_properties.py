@@ -16,14 +16,13 @@ import json
 from pathlib import Path
 
 import pytest
+from gpt_conformance.harness.checks.properties import ExampleChecker, PinnedDraws, check_drawn, invocation_plugins
+from gpt_conformance.harness.checks.strategies import InputCase, ModelCase, named_example
+from gpt_conformance.harness.pytest_plugin.profiles import property_settings
+from gpt_conformance.reference.cases import NAMED_CASES
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-
-from harness.checks.properties import ExampleChecker, PinnedDraws, check_drawn, invocation_plugins
-from harness.checks.strategies import InputCase, ModelCase, named_example
-from harness.pytest_plugin.profiles import property_settings
-from reference.cases import NAMED_CASES
 
 
 def test_properties(target, conformance, pytestconfig):

@@ -8,9 +8,8 @@ is.
 """
 
 import pytest
-
-from harness.api import DEVICE_MARKERS
-from harness.core.probes import AVAILABLE, probe_cuda, probe_neuron_device
+from gpt_conformance.harness.api import DEVICE_MARKERS
+from gpt_conformance.harness.core.probes import AVAILABLE, probe_cuda, probe_neuron_device
 
 TIERS = [pytest.param(device, id=marker, marks=[getattr(pytest.mark, marker)]) for device, marker in DEVICE_MARKERS.items()]
 DEVICE_PROBES = {"cpu": lambda: AVAILABLE, "cuda": probe_cuda, "neuron": probe_neuron_device}

@@ -2,7 +2,7 @@
 
 A target turns the reference model into a *runnable* that returns full logits and the loss::
 
-    from harness.api import Target, Capabilities, Requirements
+    from gpt_conformance.harness.api import Target, Capabilities, Requirements
 
     class MyBackend(Target):
         name = "my-backend"
@@ -46,9 +46,9 @@ What the harness does with a target, so a plugin author knows what to expect:
   with the reason; NaN or Inf is a ``fail``. Neither ever counts as a pass or stops the run.
 - ``environment()`` is merged into every record of the target, as ``target_environment``.
 - After a failing named-case verdict, the harness says where the target first diverges
-  (``harness.checks.localize``). With ``Capabilities(returns_intermediates=True)`` the runnable's
+  (``gpt_conformance.harness.checks.localize``). With ``Capabilities(returns_intermediates=True)`` the runnable's
   ``intermediates(idx)`` is called once and must return ``{name: tensor}`` under the names of
-  ``reference.intermediates.intermediate_names(n_layer)`` (hidden states ``[B, T, n_embd]``,
+  ``gpt_conformance.reference.intermediates.intermediate_names(n_layer)`` (hidden states ``[B, T, n_embd]``,
   ``logits`` ``[B, T, V]``; names it cannot expose may be left out); otherwise ``prepare`` is
   called on a few truncated models of the failing case (the first k blocks, then the final norm
   and head) to bisect the blocks, within a budget. Neither ever changes a verdict.
@@ -56,10 +56,10 @@ What the harness does with a target, so a plugin author knows what to expect:
 A complete example package: ``examples/gpt-conformance-example-target`` (README: "Add your backend").
 """
 
-from harness.core.errors import UnsupportedHere
-from harness.core.policies import Gate, TolerancePolicy, get_policy, register_policy
-from harness.core.probes import AVAILABLE, Availability
-from harness.core.targets import (
+from gpt_conformance.harness.core.errors import UnsupportedHere
+from gpt_conformance.harness.core.policies import Gate, TolerancePolicy, get_policy, register_policy
+from gpt_conformance.harness.core.probes import AVAILABLE, Availability
+from gpt_conformance.harness.core.targets import (
     ALL_FAMILIES,
     DEVICE_MARKERS,
     ENTRY_POINT_GROUP,

@@ -1,6 +1,6 @@
-"""Command line (top layer): ``python -m harness``: command-line entry points. Each subcommand is one ``add_*`` function.
+"""Command line (top layer): ``python -m gpt_conformance``: command-line entry points. Each subcommand is one ``add_*`` function.
 
-Exit codes (also in ``python -m harness --help``): 0 ok; 1 ``generate --compare`` rejected a
+Exit codes (also in ``python -m gpt_conformance --help``): 0 ok; 1 ``generate --compare`` rejected a
 divergence; 2 bad input (usage, unreadable or unusable files); 3 the target raised or returned
 malformed output; 130 interrupted (Ctrl-C). Every error is one line on stderr, never a traceback.
 """
@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from harness.checks.localize import Budget
-from harness.core.targets import registry
-from harness.report.render import DEFAULT_MAX_DETAILS, DEFAULT_TREND_THRESHOLD, write_report
-from reference.checkpoint import GPT2_DIR_ENV
+from gpt_conformance.harness.checks.localize import Budget
+from gpt_conformance.harness.core.targets import registry
+from gpt_conformance.harness.report.render import DEFAULT_MAX_DETAILS, DEFAULT_TREND_THRESHOLD, write_report
+from gpt_conformance.reference.checkpoint import GPT2_DIR_ENV
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_TARGET_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = ("exit codes: 0 ok; 1 generate --compare rejected a divergence; 2 bad input; "
@@ -129,7 +129,7 @@ def runnable_target(name: str):
 def decode_with_progress(forward, prompt: list[int], count: int, block_size: int, window,
                          target_name: str) -> tuple[list[int], bool]:
     """Up to ``count`` greedy tokens, with a progress line: (tokens, whether Ctrl-C stopped them)."""
-    from harness.checks import decode
+    from gpt_conformance.harness.checks import decode
 
     tokens: list[int] = []
     progress = Progress(count)
@@ -150,14 +150,13 @@ def decode_with_progress(forward, prompt: list[int], count: int, block_size: int
 
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
-
-    from harness.checks import decode
-    from harness.checks.conformance import run_checked
-    from harness.core.errors import UnsupportedHere
-    from harness.core.policies import get_policy
-    from reference.checkpoint import from_pretrained
-    from reference.tokenizers import gpt2_tokenizer
-    from reference.train import load_zen_model
+    from gpt_conformance.harness.checks import decode
+    from gpt_conformance.harness.checks.conformance import run_checked
+    from gpt_conformance.harness.core.errors import UnsupportedHere
+    from gpt_conformance.harness.core.policies import get_policy
+    from gpt_conformance.reference.checkpoint import from_pretrained
+    from gpt_conformance.reference.tokenizers import gpt2_tokenizer
+    from gpt_conformance.reference.train import load_zen_model
 
     if not args.prompt:
         raise UsageError("--prompt: prompt is empty; give the text to continue")
@@ -224,15 +223,15 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
                         "divergence")
     p.set_defaults(func=cmd_generate)
 def cmd_localize(args: argparse.Namespace) -> int:
-    from harness.checks.conformance import Truth, parity_verdicts
-    from harness.checks.localize import Budget
-    from harness.checks.properties import load_example
-    from harness.checks.session import ConformanceSession, Options
-    from harness.checks.strategies import build_model
-    from harness.core.errors import CheckError, UnsupportedHere
-    from harness.core.records import RecordWriter
-    from reference.cases import named_case
-    from reference.goldens import reference_outputs
+    from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts
+    from gpt_conformance.harness.checks.localize import Budget
+    from gpt_conformance.harness.checks.properties import load_example
+    from gpt_conformance.harness.checks.session import ConformanceSession, Options
+    from gpt_conformance.harness.checks.strategies import build_model
+    from gpt_conformance.harness.core.errors import CheckError, UnsupportedHere
+    from gpt_conformance.harness.core.records import RecordWriter
+    from gpt_conformance.reference.cases import named_case
+    from gpt_conformance.reference.goldens import reference_outputs
 
     try:
         load_registry()
@@ -345,8 +344,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="render records as one self-contained HTML parity report",
-                       description="python -m harness report RECORDS... -o out.html  |  "
-                                   "python -m harness report merge DIR_OR_FILE... -o parity.html [--baseline PREV...]. "
+                       description="python -m gpt_conformance report RECORDS... -o out.html  |  "
+                                   "python -m gpt_conformance report merge DIR_OR_FILE... -o parity.html [--baseline PREV...]. "
                                    "Directories are searched for *.jsonl; records of several machines merge into one "
                                    "matrix, and disagreeing duplicates are shown side by side.")
     p.add_argument("records", nargs="+", metavar="[merge] RECORDS",
@@ -363,8 +362,8 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_precision(args: argparse.Namespace) -> int:
-    from harness.report.precision_cost import precision_cost_table
-    from harness.report.records_view import load_records
+    from gpt_conformance.harness.report.precision_cost import precision_cost_table
+    from gpt_conformance.harness.report.records_view import load_records
 
     try:
         records = load_records(args.records)
@@ -384,7 +383,7 @@ def add_precision(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m harness", description="gpt-conformance command line", epilog=EXIT_CODES)
+    parser = Parser(prog="python -m gpt_conformance", description="gpt-conformance command line", epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True)
     add_targets(sub)
     add_generate(sub)

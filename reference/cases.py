@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-
-from reference.families import family_named
-from reference.model import GPTConfig
-from reference.nanochat import NanochatConfig
-from reference.train import load_zen_model, zen_of_python
+from gpt_conformance.reference.families import family_named
+from gpt_conformance.reference.model import GPTConfig
+from gpt_conformance.reference.nanochat import NanochatConfig
+from gpt_conformance.reference.train import load_zen_model, zen_of_python
 
 NANOGPT_STD = 0.02
 CHECKPOINTS = ("zen",)

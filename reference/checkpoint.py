@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 
 import torch
+from gpt_conformance.reference.model import GPT, GPTConfig
 from safetensors.torch import load_file, save_file
-
-from reference.model import GPT, GPTConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

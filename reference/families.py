@@ -3,9 +3,9 @@
 A family ties a config type to its model and says how to get ``(logits [B, T, V], loss or None)``
 out of it, whatever the model's own forward contract is:
 
-- ``nanogpt``: ``reference.model.GPT``; ``forward(idx, targets, full_logits=True)`` returns
+- ``nanogpt``: ``gpt_conformance.reference.model.GPT``; ``forward(idx, targets, full_logits=True)`` returns
   ``(logits, loss)`` in one call.
-- ``nanochat``: ``reference.nanochat.NanochatGPT``; ``forward(idx)`` returns logits and
+- ``nanochat``: ``gpt_conformance.reference.nanochat.NanochatGPT``; ``forward(idx)`` returns logits and
   ``forward(idx, targets)`` returns the loss, so ``logits_and_loss`` makes two calls.
 
 ``logits_and_loss`` takes ``call``, the model itself or anything with its forward signature
@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-
-from reference.model import GPT, GPTConfig
-from reference.nanochat import NanochatConfig, NanochatGPT
+from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.reference.nanochat import NanochatConfig, NanochatGPT
 
 LogitsAndLoss = tuple[torch.Tensor, "torch.Tensor | None"]
 

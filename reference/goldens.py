@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from gpt_conformance.reference.cases import CaseSpec, build_case
+from gpt_conformance.reference.families import family_named, family_of
 from safetensors.torch import load_file, save_file
-
-from reference.cases import CaseSpec, build_case
-from reference.families import family_named, family_of
 
 GOLDEN_DIR = Path(__file__).parent / "goldens"
 FORMAT_VERSION = 1

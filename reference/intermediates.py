@@ -14,7 +14,7 @@ The names, in the order the forward pass computes them (``intermediate_names``):
 Hooks observe the model's own forward pass, so they also work while torch.export or torch.jit
 traces it: a target can return these as extra outputs of its captured program. Both families
 build ``transformer.h`` (blocks with ``attn`` and ``mlp``) and ``lm_head``, and that is all the
-hooks rely on; any module holding those two attributes works (``targets.neuron.NeuronStep``).
+hooks rely on; any module holding those two attributes works (``gpt_conformance.targets.neuron.NeuronStep``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-
-from reference.families import family_of
+from gpt_conformance.reference.families import family_of
 
 BLOCK_PARTS = ("attn", "attn_residual", "mlp", "mlp_residual")
 EMBED, FINAL_NORM, LOGITS = "embed", "final_norm", "logits"

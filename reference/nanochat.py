@@ -30,7 +30,7 @@ Differences from nanochat, each one for the harness:
   ``init_weights(nanochat_zeros=True)`` applies nanochat's zeros too (same distributions as
   nanochat; the random draws are not nanochat's, which seeds and orders them differently);
 - ``NanochatConfig`` validates itself and names the offending field; inputs are validated like
-  ``reference.model.check_inputs``; ``attn_impl`` selects SDPA (``enable_gqa``) or an explicit
+  ``gpt_conformance.reference.model.check_inputs``; ``attn_impl`` selects SDPA (``enable_gqa``) or an explicit
   ``repeat_interleave`` + masked softmax path, so the two can be checked against each other;
 - ``full_logits=False`` returns the last position only (``[B, 1, V]``), for generation.
 """
@@ -42,9 +42,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
+from gpt_conformance.reference.model import check_inputs
 from torch.nn import functional as F
-
-from reference.model import check_inputs
 
 ATTENTION_IMPLS = ("sdpa", "manual")
 SOFTCAP = 15.0

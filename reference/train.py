@@ -28,10 +28,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-
-from reference.checkpoint import load_checkpoint, save_checkpoint
-from reference.model import GPT, GPTConfig
-from reference.tokenizers import CharTokenizer
+from gpt_conformance.reference.checkpoint import load_checkpoint, save_checkpoint
+from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.reference.tokenizers import CharTokenizer
 
 ZEN_DIR = Path(__file__).parent / "zen"
 

@@ -2,7 +2,7 @@
 
 A black-box target returns logits only; preparing it on truncated models and comparing each with
 the same truncated model in fp64 says which block's inclusion first breaks parity
-(``harness.checks.localize``). Every truncated model is an ordinary model of its family (a
+(``gpt_conformance.harness.checks.localize``). Every truncated model is an ordinary model of its family (a
 config with ``n_layer=k``) whose parameters *are* the original's tensors, not copies.
 
 Configs need ``n_layer >= 1``, so "no block at all" is a one-block model whose block adds exactly
@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-
-from reference.families import family_of
+from gpt_conformance.reference.families import family_of
 
 # The parameters whose zeroing makes a block the identity: both families name their attention
 # and MLP output projections c_proj (nanoGPT's with a bias).

@@ -11,7 +11,7 @@ eager-cuda-bf16  bfloat16  off    the reference cast to bfloat16               b
 inductor-cuda    float32   off    torch.compile(backend="inductor"): Triton    fp32-reassoc
 ================ ========= ====== ============================================ ==============
 
-TF32 is set for each call and restored after it (``targets.devices.tf32``): torch's flags are
+TF32 is set for each call and restored after it (``gpt_conformance.targets.devices.tf32``): torch's flags are
 process-wide, and eager-cuda and eager-cuda-tf32 run in one process. Outputs come back to the
 CPU, where the harness judges them. Each target runs on its ``torch_device``, "cuda"; the tests
 build them on "cpu" to run everything but the GPU itself.
@@ -20,8 +20,7 @@ build them on "cpu" to run everything but the GPU itself.
 from __future__ import annotations
 
 import torch
-
-from harness.api import (
+from gpt_conformance.harness.api import (
     ALL_FAMILIES,
     AVAILABLE,
     Availability,
@@ -33,12 +32,12 @@ from harness.api import (
     TolerancePolicy,
     register_policy,
 )
-from harness.core.policies import FP32_RTOL, ORIGINAL_LOSS_ATOL
-from harness.core.probes import probe_cuda, probe_package
-from harness.core.quant import LowPrecision
-from reference.families import family_of
-from targets.devices import on_device, outputs_to_cpu, tf32
-from targets.inductor import InductorTarget
+from gpt_conformance.harness.core.policies import FP32_RTOL, ORIGINAL_LOSS_ATOL
+from gpt_conformance.harness.core.probes import probe_cuda, probe_package
+from gpt_conformance.harness.core.quant import LowPrecision
+from gpt_conformance.reference.families import family_of
+from gpt_conformance.targets.devices import on_device, outputs_to_cpu, tf32
+from gpt_conformance.targets.inductor import InductorTarget
 
 # --- the tf32 policy -------------------------------------------------------------------------
 # TF32 (NVIDIA, "TensorFloat-32 in the A100 GPU Accelerates AI Training, HPC up to 20x", 2020, and

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-
-from harness.api import ALL_FAMILIES, Capabilities, Target
-from reference.families import family_of
-from reference.intermediates import intermediates_of
+from gpt_conformance.harness.api import ALL_FAMILIES, Capabilities, Target
+from gpt_conformance.reference.families import family_of
+from gpt_conformance.reference.intermediates import intermediates_of
 
 
 class EagerRunnable:

@@ -6,7 +6,7 @@ input, call it through ``torch.func.functional_call``, export with ``strict=Fals
 config: it is exported once per (config, variant, with/without targets), with dynamic batch and
 sequence dimensions, and cached for the whole session.
 
-Every variant returns the reference's named intermediates (``reference.intermediates``) when the
+Every variant returns the reference's named intermediates (``gpt_conformance.reference.intermediates``) when the
 harness asks, to locate a failure: a third program per config, whose extra outputs are the
 tensors that forward hooks on the model see while export traces it.
 
@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from harness.api import ALL_FAMILIES, Capabilities, Target, UnsupportedHere
-from reference.families import family_of
-from reference.intermediates import LOGITS, IntermediateRecorder, ordered
+from gpt_conformance.harness.api import ALL_FAMILIES, Capabilities, Target, UnsupportedHere
+from gpt_conformance.reference.families import family_of
+from gpt_conformance.reference.intermediates import LOGITS, IntermediateRecorder, ordered
 
 
 class FunctionalGPT(torch.nn.Module):

@@ -2,7 +2,7 @@
 
 An independent implementation of the same architecture, so a pass cross-checks the reference
 itself, not only a backend. The weight mapping is the exact inverse of
-``reference.checkpoint.from_pretrained``: the ``transformer.`` names are shared, and the four
+``gpt_conformance.reference.checkpoint.from_pretrained``: the ``transformer.`` names are shared, and the four
 Conv1D weights (stored ``[in, out]`` by Hugging Face) are the transposes of the reference's
 ``nn.Linear`` weights. ``tests/test_hf_gpt2.py`` checks that round trip bit for bit.
 
@@ -22,11 +22,10 @@ How the two architectures are made to agree, all stated in each record's ``targe
 from __future__ import annotations
 
 import torch
+from gpt_conformance.harness.api import Capabilities, Requirements, Target
+from gpt_conformance.reference.checkpoint import HF_CONV1D_SUFFIXES
+from gpt_conformance.reference.model import GPT, GPTConfig
 from torch.nn import functional as F
-
-from harness.api import Capabilities, Requirements, Target
-from reference.checkpoint import HF_CONV1D_SUFFIXES
-from reference.model import GPT, GPTConfig
 
 # The reference's gelu field -> GPT2Config.activation_function computing the same function.
 HF_ACTIVATION = {"erf": "gelu", "tanh": "gelu_new"}

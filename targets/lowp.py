@@ -10,10 +10,9 @@ from __future__ import annotations
 import copy
 
 import torch
-
-from harness.api import ALL_FAMILIES, Capabilities, Target, UnsupportedHere
-from harness.core.quant import LowPrecision
-from targets.eager import EagerRunnable
+from gpt_conformance.harness.api import ALL_FAMILIES, Capabilities, Target, UnsupportedHere
+from gpt_conformance.harness.core.quant import LowPrecision
+from gpt_conformance.targets.eager import EagerRunnable
 
 
 def check_dtype_supported(dtype: torch.dtype) -> None:

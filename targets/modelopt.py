@@ -11,7 +11,7 @@ quantization of the reference GPT, on CPU (pip extra ``quant``: ``nvidia-modelop
 Weight-only max calibration does not depend on the data, but modelopt still wants a forward
 loop: it runs on seeded random tokens from the model's own vocabulary (never a dataset hub).
 The runnable computes with modelopt's own fake-quantized weights (each layer's weight quantizer
-applied once) and exposes the calibrated scales as ``quantized_weights`` (``harness.core.quant``
+applied once) and exposes the calibrated scales as ``quantized_weights`` (``gpt_conformance.harness.core.quant``
 layout), so the arithmetic check builds its fake-quant reference from exactly these tensors.
 """
 
@@ -25,9 +25,8 @@ import sys
 import warnings
 
 import torch
-
-from harness.api import ALL_FAMILIES, Capabilities, Requirements, Target, UnsupportedHere
-from harness.core.quant import (
+from gpt_conformance.harness.api import ALL_FAMILIES, Capabilities, Requirements, Target, UnsupportedHere
+from gpt_conformance.harness.core.quant import (
     DEFAULT_INT4_BLOCK_SIZE,
     MAXBOUND,
     LowPrecision,
@@ -37,7 +36,7 @@ from harness.core.quant import (
     fake_quant_model,
     symmetric_codes,
 )
-from reference.families import family_of
+from gpt_conformance.reference.families import family_of
 
 CALIBRATION_SEED = 1234
 CALIBRATION_BATCHES = 2

@@ -1,7 +1,7 @@
 """AWS Neuron targets (``torch_neuronx.trace`` on Trainium) and their CPU twin (``torch.jit.trace``).
 
 The forward pass is compiled once per (batch, seq_len) shape bucket into a static graph;
-greedy decoding stays a Python loop on the host (``harness.checks.decode``: right padding, logits read
+greedy decoding stays a Python loop on the host (``gpt_conformance.harness.checks.decode``: right padding, logits read
 at the last real position, crop from the left once the window is full). The hardware call is
 one thin seam, a ``Compiler`` (``trace(step, example_inputs, workdir) -> ScriptModule``), so
 everything around it (``NeuronStep``, buckets, padding, the artifact cache, decoding, loss) runs
@@ -46,12 +46,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from harness.api import Availability, Capabilities, Requirements, Target
-from harness.core.probes import AVAILABLE, probe_neuron_device, probe_package
-from reference.intermediates import IntermediateRecorder, intermediate_names
-from reference.model import GPT, check_inputs
-from targets.static_shapes import (
+from gpt_conformance.harness.api import Availability, Capabilities, Requirements, Target
+from gpt_conformance.harness.core.probes import AVAILABLE, probe_neuron_device, probe_package
+from gpt_conformance.reference.intermediates import IntermediateRecorder, intermediate_names
+from gpt_conformance.reference.model import GPT, check_inputs
+from gpt_conformance.targets.static_shapes import (
     JIT_DEPRECATION,
     ArtifactCache,
     Bucket,
@@ -91,7 +90,7 @@ class NeuronStep(torch.nn.Module):
 
     It runs the model's own modules (same weights) but not ``GPT.forward``, which validates
     token values with ``int(idx.min())``: under ``torch_neuronx.trace`` the model runs on an XLA
-    device, not under ``torch.jit.trace``, so ``reference.model._is_tracing`` cannot skip that
+    device, not under ``torch.jit.trace``, so ``gpt_conformance.reference.model._is_tracing`` cannot skip that
     check and it would force a device round trip mid-capture. ``BucketedRunner`` validates inputs
     on the host before every call instead. The positions are a buffer of the bucket's length, so
     the graph has no data-dependent shape and no Python control flow on tensor values. The loss

@@ -22,9 +22,8 @@ import warnings
 from pathlib import Path
 
 import torch
-
-from harness.api import ALL_FAMILIES, Capabilities, Requirements, Target
-from reference.families import family_of
+from gpt_conformance.harness.api import ALL_FAMILIES, Capabilities, Requirements, Target
+from gpt_conformance.reference.families import family_of
 
 # Opset of the TorchScript fall-back: 17 has LayerNormalization, the newest that exporter handles well.
 TORCHSCRIPT_OPSET = 17

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from reference.goldens import sha256_file
+from gpt_conformance.reference.goldens import sha256_file
 
 Bucket = tuple[int, int]
 ARTIFACT_FORMAT = 1

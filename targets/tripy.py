@@ -28,15 +28,21 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import torch
-
-from harness.api import Capabilities, Requirements, Runnable, Target
-from harness.core.probes import AVAILABLE, Availability, probe_cuda
-from harness.core.quant import LowPrecision, default_spec, quantized_linears
-from reference.model import GPT, GPTConfig
-from targets.tripy_layout import MAX_BATCH, MODES, LinearQuant, QuantizedLinearLike, TripyMode, tripy_state_dict
+from gpt_conformance.harness.api import Capabilities, Requirements, Runnable, Target
+from gpt_conformance.harness.core.probes import AVAILABLE, Availability, probe_cuda
+from gpt_conformance.harness.core.quant import LowPrecision, default_spec, quantized_linears
+from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.targets.tripy_layout import (
+    MAX_BATCH,
+    MODES,
+    LinearQuant,
+    QuantizedLinearLike,
+    TripyMode,
+    tripy_state_dict,
+)
 
 if TYPE_CHECKING:
-    from targets.tripy_gpt import TripyRunner
+    from gpt_conformance.targets.tripy_gpt import TripyRunner
 
 NVTRIPY_HINT = ("nvtripy's runtime (tensorrt, mlir-tensorrt) comes from NVIDIA's own package index, "
                 "not PyPI: see docs/tripy.md, 'Install'")
@@ -46,7 +52,7 @@ Quantizer = Callable[[GPT, TripyMode], Mapping[str, QuantizedLinearLike]]
 
 
 def harness_quantization(model: GPT, mode: TripyMode) -> Mapping[str, QuantizedLinearLike]:
-    """The backend-neutral quantized weights (``harness.core.quant``) for ``model``: the very codes and
+    """The backend-neutral quantized weights (``gpt_conformance.harness.core.quant``) for ``model``: the very codes and
     scales the CPU fake-quant reference uses."""
     if mode.bits is None:
         raise ValueError(f"{mode.name} is a float mode: it has no quantized weights")
@@ -104,7 +110,7 @@ class TripyTarget(Target):
 
     def _runner(self, config: GPTConfig, state: dict[str, torch.Tensor],
                 plans: dict[str, LinearQuant]) -> TripyRunner:
-        from targets.tripy_gpt import TripyRunner
+        from gpt_conformance.targets.tripy_gpt import TripyRunner
 
         return TripyRunner(config, self.mode, state, plans, MAX_BATCH)
 

@@ -1,9 +1,9 @@
 """The reference GPT as nvtripy 0.1.7 modules, compiled once per model by ``tp.compile``.
 
-Imported only by ``targets.tripy`` when a Tripy target is prepared: ``import nvtripy`` needs
+Imported only by ``gpt_conformance.targets.tripy`` when a Tripy target is prepared: ``import nvtripy`` needs
 TensorRT and MLIR-TensorRT. On a CPU, ``tests/test_tripy_standin.py`` runs this very module with a
 torch stand-in for nvtripy. Everything numerical that can be checked on a CPU (parameter names,
-layouts, scales, mask, bounds) is computed in ``targets.tripy`` and arrives here as torch tensors;
+layouts, scales, mask, bounds) is computed in ``gpt_conformance.targets.tripy`` and arrives here as torch tensors;
 this module only builds the graph, loads those tensors and moves inputs and outputs.
 
 The module tree mirrors the reference's, so Tripy's state-dict keys are the reference's keys
@@ -22,10 +22,9 @@ from typing import Protocol
 
 import nvtripy as tp
 import torch
-
-from harness.api import UnsupportedHere
-from reference.model import GPTConfig
-from targets.tripy_layout import LinearQuant, ShapeBounds, TripyMode, engine_max_batch, shape_bounds
+from gpt_conformance.harness.api import UnsupportedHere
+from gpt_conformance.reference.model import GPTConfig
+from gpt_conformance.targets.tripy_layout import LinearQuant, ShapeBounds, TripyMode, engine_max_batch, shape_bounds
 
 Dim = int | tp.DimensionSize
 

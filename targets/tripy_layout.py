@@ -6,9 +6,9 @@ arithmetic. Everything here is checked on CPU (``tests/test_tripy.py``).
 Layouts. Our reference uses ``nn.Linear`` (weight ``[out, in]``) and ``nn.Embedding``
 (``[num, dim]``), which are exactly ``tp.Linear``'s and ``tp.Embedding``'s layouts
 (nvtripy/frontend/module/linear.py, embedding.py), so no tensor is transposed; Hugging Face's
-Conv1D transpose already happened in ``reference.checkpoint``.
+Conv1D transpose already happened in ``gpt_conformance.reference.checkpoint``.
 
-Quantized weights are the backend-neutral ``QuantizedLinear`` (``harness.core.quant``): codes
+Quantized weights are the backend-neutral ``QuantizedLinear`` (``gpt_conformance.harness.core.quant``): codes
 ``[out, in]``, scales ``[out]`` (per channel) or ``[out, in/block]`` (blocks of ``block_size``
 along in_features). ``tp.Linear`` quantizes its own weight in the graph
 (``dequantize(quantize(weight, weight_scale))``), so it is loaded with the fake-quant weight
@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-
-from reference.model import GPT, GPTConfig
+from gpt_conformance.reference.model import GPT, GPTConfig
 
 # Largest batch a compiled engine accepts: the largest named case ("seed") has batch 64.
 MAX_BATCH = 64
@@ -56,7 +55,7 @@ WEIGHT_ONLY_MIN_CAPABILITY = (8, 0)
 
 
 class QuantizedLinearLike(Protocol):
-    """Issue 5's backend-neutral quantized weight of one linear layer (``harness.quant``)."""
+    """Issue 5's backend-neutral quantized weight of one linear layer (``gpt_conformance.harness.quant``)."""
 
     # Read-only, as harness.quant's frozen QuantizedLinear has them.
     @property

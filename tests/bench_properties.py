@@ -15,10 +15,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from gpt_conformance.harness.checks.properties import INPUTS_PER_MODEL, run_search
+from gpt_conformance.harness.pytest_plugin.profiles import property_settings
 from hypothesis import settings
-
-from harness.checks.properties import INPUTS_PER_MODEL, run_search
-from harness.pytest_plugin.profiles import property_settings
 
 MODELS_PER_ROUND = 4
 # Records per input: parity of logits and loss, causality, batch independence, prefix, loss consistency.

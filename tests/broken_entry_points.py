@@ -3,7 +3,7 @@ load, as a built-in (``BROKEN_ENTRY_POINT=built-in``) or a third-party one (``th
 
 import os
 
-from harness.core.targets import OWN_DISTRIBUTION, EntryPointError, registry
+from gpt_conformance.harness.core.targets import OWN_DISTRIBUTION, EntryPointError, registry
 
 _load = registry.load_entry_points
 

@@ -9,8 +9,7 @@ judged under a precision policy the plugin registers itself, so it must pass.
 from __future__ import annotations
 
 import torch
-
-from harness.api import Capabilities, Target, TolerancePolicy, get_policy, register_policy
+from gpt_conformance.harness.api import Capabilities, Target, TolerancePolicy, get_policy, register_policy
 
 CUSTOM_POLICY = register_policy(TolerancePolicy(
     name="plugin-fp32-custom",

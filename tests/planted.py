@@ -10,9 +10,8 @@ import copy
 from dataclasses import replace
 
 import torch
-
-from harness.api import Target
-from reference.model import GPT, LayerNorm
+from gpt_conformance.harness.api import Target
+from gpt_conformance.reference.model import GPT, LayerNorm
 
 
 def rebuilt(model: GPT, **config_changes) -> GPT:

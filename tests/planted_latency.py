@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from harness.api import Target
+from gpt_conformance.harness.api import Target
 
 # 100 ms: well above the tiny model's forward (about 2 ms on an idle 2-core laptop, tens of ms on
 # the loaded shared machine this was written on), so the ratio stays far above 1 under noise.

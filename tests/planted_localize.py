@@ -1,12 +1,12 @@
 """Planted-bug targets that each break one named place of the model: localization must name it.
 
-``where`` is what localization must name first: an intermediate (``reference.intermediates``)
+``where`` is what localization must name first: an intermediate (``gpt_conformance.reference.intermediates``)
 for the white-box targets, which return intermediates through the eager runnable; a block
 (``h.2``) or ``embeddings or head`` for the black boxes, which return logits only and are
 therefore located by bisecting truncated models. A bug planted in block ``b`` is absent from a
 model with ``b`` blocks or fewer, as a backend's bug in one layer would be.
 
-Load them with ``pytest -p tests.planted_localize`` (or ``python -m harness localize -p ...``).
+Load them with ``pytest -p tests.planted_localize`` (or ``python -m gpt_conformance localize -p ...``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from __future__ import annotations
 import copy
 
 import torch
+from gpt_conformance.harness.api import Capabilities, Target
+from gpt_conformance.reference import nanochat
+from gpt_conformance.reference.nanochat import CausalSelfAttention, NanochatGPT, apply_rotary_emb
+from gpt_conformance.targets.eager import EagerRunnable
 from torch.nn import functional as F
-
-from harness.api import Capabilities, Target
-from reference import nanochat
-from reference.nanochat import CausalSelfAttention, NanochatGPT, apply_rotary_emb
-from targets.eager import EagerRunnable
 
 NANOGPT, NANOCHAT = frozenset({"nanogpt"}), frozenset({"nanochat"})
 
@@ -133,7 +132,7 @@ class ReluNotSquared(PlantedPlace):
 
 
 class SoftcapThirty(PlantedPlace):
-    """Logits softcapped at 30 instead of 15: the forward pass runs with ``reference.nanochat``'s
+    """Logits softcapped at 30 instead of 15: the forward pass runs with ``gpt_conformance.reference.nanochat``'s
     SOFTCAP (read by the model's forward only) set to 30."""
 
     families = NANOCHAT

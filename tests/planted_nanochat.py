@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import copy
 
+from gpt_conformance.harness.api import Capabilities, Target
+from gpt_conformance.reference.families import family_named
+from gpt_conformance.reference.nanochat import CausalSelfAttention, NanochatGPT
 from torch.nn import functional as F
-
-from harness.api import Capabilities, Target
-from reference.families import family_named
-from reference.nanochat import CausalSelfAttention, NanochatGPT
 
 NANOCHAT = family_named("nanochat")
 

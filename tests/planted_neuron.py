@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from targets.neuron import PAD_ID, BucketedRunner, JitTraceCompiler, StaticShapeTarget
+from gpt_conformance.targets.neuron import PAD_ID, BucketedRunner, JitTraceCompiler, StaticShapeTarget
 
 
 class LeftPaddingRunner(BucketedRunner):

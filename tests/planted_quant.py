@@ -1,6 +1,6 @@
 """Quantized targets for proving the two-level checks: one correct, one with Tripy's int4 bug.
 
-Both quantize with the pure-torch ``harness.core.quant.quantize_model`` (no modelopt needed) and
+Both quantize with the pure-torch ``gpt_conformance.harness.core.quant.quantize_model`` (no modelopt needed) and
 report the same, correct ``quantized_weights``. The planted one then *applies* the block
 scales along the wrong axis, as Tripy's nanoGPT example loader does: it reshapes modelopt's flat
 block amax to [out / B, in] and so scales blocks of output channels instead of blocks of input
@@ -12,9 +12,8 @@ Load them with ``pytest -p tests.planted_quant``.
 from __future__ import annotations
 
 import torch
-
-from harness.api import Capabilities, Target
-from harness.core.quant import (
+from gpt_conformance.harness.api import Capabilities, Target
+from gpt_conformance.harness.core.quant import (
     LowPrecision,
     WeightQuantization,
     dequantized_weights,

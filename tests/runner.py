@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import NamedTuple
 
-from harness.core.records import read_records
+from gpt_conformance.harness.core.records import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,9 +4,8 @@ import json
 
 import pytest
 import torch
-
-from reference.checkpoint import CheckpointError, from_pretrained, load_checkpoint, save_checkpoint
-from reference.model import GPT, GPTConfig
+from gpt_conformance.reference.checkpoint import CheckpointError, from_pretrained, load_checkpoint, save_checkpoint
+from gpt_conformance.reference.model import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers", exc_type=ImportError)
 

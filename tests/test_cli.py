@@ -1,4 +1,4 @@
-"""``python -m harness`` as users meet it: one-line errors and documented exit codes, the generate
+"""``python -m gpt_conformance`` as users meet it: one-line errors and documented exit codes, the generate
 command's limit, progress line and Ctrl-C, and the precision table."""
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ import subprocess
 import sys
 
 import pytest
+from gpt_conformance.harness import cli
+from gpt_conformance.harness.api import Target
+from gpt_conformance.harness.checks import decode
+from gpt_conformance.harness.core.targets import registry
 
-from harness import cli
-from harness.api import Target
-from harness.checks import decode
-from harness.core.targets import registry
 from tests.report_records import record, write_jsonl
 from tests.runner import ROOT
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``python -m harness ARGV``, in this process."""
+    """(exit code, stdout, stderr) of ``python -m gpt_conformance ARGV``, in this process."""
     try:
         code = cli.main(list(argv))
     except SystemExit as exc:  # argparse's own errors and --help
@@ -51,7 +51,7 @@ def test_empty_prompt_is_a_usage_error(capsys, monkeypatch):
 def test_max_new_tokens_out_of_range_is_a_usage_error(capsys, value, says):
     code, _, err = run_cli(capsys, "generate", "--prompt", "Beautiful", "--max-new-tokens", value)
     assert code == cli.EXIT_USAGE
-    assert_one_error_line(err, f"python -m harness generate: error: argument --max-new-tokens: {says}")
+    assert_one_error_line(err, f"python -m gpt_conformance generate: error: argument --max-new-tokens: {says}")
 
 
 def test_argparse_errors_are_one_line(capsys):
@@ -128,8 +128,8 @@ def test_progress_line_shows_tokens_per_second(monkeypatch):
 # runners may start pytest) inherits SIGINT ignored, and a terminal's Ctrl-C is what is tested.
 SLOWED_GENERATE = """
 import signal, sys, time
-from harness import cli
-from harness.checks import decode
+from gpt_conformance.harness import cli
+from gpt_conformance.harness.checks import decode
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
 

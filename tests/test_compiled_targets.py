@@ -12,11 +12,10 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from harness.checks.conformance import run_checked
-from reference.cases import build_case, named_case
-from reference.model import GPT
-from targets import inductor as inductor_module
+from gpt_conformance.harness.checks.conformance import run_checked
+from gpt_conformance.reference.cases import build_case, named_case
+from gpt_conformance.reference.model import GPT
+from gpt_conformance.targets import inductor as inductor_module
 
 SHAPES = [(4, 8), (3, 5), (2, 32), (5, 17)]  # no dimension of size 1: dynamo specialises those
 
@@ -67,7 +66,7 @@ def test_inductor_compiles_once_per_config_for_every_shape():
 @pytest.mark.slow
 def test_onnxruntime_exports_once_per_model_and_says_which_exporter():
     pytest.importorskip("onnxruntime", reason="onnxruntime target needs the 'onnx' extra")
-    from targets.onnx import OnnxRuntimeTarget
+    from gpt_conformance.targets.onnx import OnnxRuntimeTarget
 
     target = OnnxRuntimeTarget()
     if not target.probe():
@@ -86,7 +85,7 @@ def test_onnxruntime_exports_once_per_model_and_says_which_exporter():
 
 def test_onnxruntime_falls_back_to_the_torchscript_exporter_and_says_why(monkeypatch):
     pytest.importorskip("onnxruntime", reason="onnxruntime target needs the 'onnx' extra")
-    from targets import onnx as onnx_module
+    from gpt_conformance.targets import onnx as onnx_module
 
     def dynamo_unavailable(*args, **kwargs):
         raise NotImplementedError("planted: dynamo exporter unavailable on this torch")

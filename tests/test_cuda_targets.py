@@ -13,18 +13,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts, run_checked
+from gpt_conformance.harness.checks.latency import LatencyRun, peak_compute
+from gpt_conformance.harness.checks.precision import low_precision_of, output_arithmetic_verdicts
+from gpt_conformance.harness.core.metrics import logit_metrics
+from gpt_conformance.harness.core.policies import get_policy
+from gpt_conformance.harness.report.matrix import build_matrix
+from gpt_conformance.reference.cases import named_case
+from gpt_conformance.reference.goldens import load_golden
+from gpt_conformance.targets import cuda, lowp, tripy
+from gpt_conformance.targets.devices import tf32
 from torch.overrides import TorchFunctionMode
-
-from harness.checks.conformance import Truth, parity_verdicts, run_checked
-from harness.checks.latency import LatencyRun, peak_compute
-from harness.checks.precision import low_precision_of, output_arithmetic_verdicts
-from harness.core.metrics import logit_metrics
-from harness.core.policies import get_policy
-from harness.report.matrix import build_matrix
-from reference.cases import named_case
-from reference.goldens import load_golden
-from targets import cuda, lowp, tripy
-from targets.devices import tf32
 
 NAMES = ["eager-cuda", "eager-cuda-tf32", "eager-cuda-fp16", "eager-cuda-bf16", "inductor-cuda"]
 TARGETS = {t.name: t for t in cuda.TARGETS}

@@ -4,9 +4,8 @@ import copy
 
 import pytest
 import torch
-
-from harness.api import Capabilities
-from harness.checks.decode import (
+from gpt_conformance.harness.api import Capabilities
+from gpt_conformance.harness.checks.decode import (
     ReferenceGreedy,
     StaticWindow,
     choose_window,
@@ -16,8 +15,8 @@ from harness.checks.decode import (
     reference_greedy,
     static_window_input,
 )
-from harness.core.policies import get_policy
-from reference.model import GPT, GPTConfig
+from gpt_conformance.harness.core.policies import get_policy
+from gpt_conformance.reference.model import GPT, GPTConfig
 
 CONFIG = GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8)
 
@@ -190,7 +189,7 @@ def test_a_tie_accepts_only_the_tied_token():
 
 
 def test_non_finite_logits_stop_the_decode():
-    from harness.checks.decode import NonFiniteLogitsError
+    from gpt_conformance.harness.checks.decode import NonFiniteLogitsError
 
     def forward(idx):
         logits = torch.zeros(1, idx.size(1), 4)

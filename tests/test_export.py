@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-
-from harness.api import registry
-from reference.model import GPT, GPTConfig
-from targets.export import ExportedProgramIgnoresParameters, check_depends_on_parameters, parameters_of
+from gpt_conformance.harness.api import registry
+from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.targets.export import ExportedProgramIgnoresParameters, check_depends_on_parameters, parameters_of
 
 CONFIG = GPTConfig(block_size=16, vocab_size=29, n_layer=1, n_head=2, n_embd=16)
 

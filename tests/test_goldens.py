@@ -5,9 +5,8 @@ import shutil
 
 import pytest
 import torch
-
-from reference.cases import ALL_CASES, build_case, named_case
-from reference.goldens import GOLDEN_DIR, GoldenError, load_golden, reference_outputs, sha256_file
+from gpt_conformance.reference.cases import ALL_CASES, build_case, named_case
+from gpt_conformance.reference.goldens import GOLDEN_DIR, GoldenError, load_golden, reference_outputs, sha256_file
 
 FAST_CASES = [spec for spec in ALL_CASES if not spec.slow]
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from harness.core.records import read_records
+from gpt_conformance.harness.core.records import read_records
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu-check"
 

@@ -5,16 +5,16 @@ import json
 
 import pytest
 import torch
+from gpt_conformance.harness.api import Capabilities, Target, TargetRegistry
+from gpt_conformance.harness.checks.decode import reference_greedy
+from gpt_conformance.harness.checks.session import ConformanceSession, Options
+from gpt_conformance.harness.core.errors import CheckError, UnsupportedHere
+from gpt_conformance.harness.core.records import RecordWriter
+from gpt_conformance.reference.checkpoint import from_pretrained
+from gpt_conformance.reference.tokenizers import gpt2_tokenizer
+from gpt_conformance.reference.train import load_zen_model
+from gpt_conformance.targets.eager import EagerTarget
 
-from harness.api import Capabilities, Target, TargetRegistry
-from harness.checks.decode import reference_greedy
-from harness.checks.session import ConformanceSession, Options
-from harness.core.errors import CheckError, UnsupportedHere
-from harness.core.records import RecordWriter
-from reference.checkpoint import from_pretrained
-from reference.tokenizers import gpt2_tokenizer
-from reference.train import load_zen_model
-from targets.eager import EagerTarget
 from tests.planted_greedy import SwappedEmbeddingRows
 
 PROMPT, EXPECTED = "Beautiful is", " better than ugly."
@@ -117,7 +117,7 @@ def test_gpt2_greedy_from_a_local_checkpoint(session, tiny_gpt2_dir):
 
 
 def test_generate_command_on_the_zen_model(capsys):
-    from harness.cli import main
+    from gpt_conformance.harness.cli import main
 
     assert main(["generate", "--target", "eager", "--prompt", PROMPT, "--max-new-tokens", str(len(EXPECTED)),
                  "--compare"]) == 0
@@ -128,7 +128,7 @@ def test_generate_command_on_the_zen_model(capsys):
 
 
 def test_generate_command_with_a_gpt2_dir(capsys, tiny_gpt2_dir):
-    from harness.cli import main
+    from gpt_conformance.harness.cli import main
 
     path, _ = tiny_gpt2_dir
     assert main(["generate", "--gpt2-dir", str(path), "--prompt", "Hello, my name is", "--max-new-tokens", "6",

@@ -1,6 +1,6 @@
 """``hf-gpt2``'s weight mapping, and Hugging Face GPT-2 as an independent check of the reference.
 
-The mapping must be the exact inverse of ``reference.checkpoint.from_pretrained``: saving the
+The mapping must be the exact inverse of ``gpt_conformance.reference.checkpoint.from_pretrained``: saving the
 mapped Hugging Face model and loading it back gives the reference's weights bit for bit. In
 float64 the two implementations must agree to rounding, which checks the reference itself.
 """
@@ -11,11 +11,10 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from reference.cases import build_case, named_case
-from reference.checkpoint import from_pretrained
-from reference.model import GPT
-from targets.hf import HF_ACTIVATION, to_hf_model
+from gpt_conformance.reference.cases import build_case, named_case
+from gpt_conformance.reference.checkpoint import from_pretrained
+from gpt_conformance.reference.model import GPT
+from gpt_conformance.targets.hf import HF_ACTIVATION, to_hf_model
 
 pytest.importorskip("transformers", reason="hf-gpt2 needs the transformers package")
 

@@ -1,5 +1,5 @@
-"""The named intermediates (``reference.intermediates``), the truncated models
-(``reference.truncate``), and the targets that return intermediates: the same names for both
+"""The named intermediates (``gpt_conformance.reference.intermediates``), the truncated models
+(``gpt_conformance.reference.truncate``), and the targets that return intermediates: the same names for both
 families, bit for bit what the model computes."""
 
 from __future__ import annotations
@@ -8,14 +8,13 @@ import copy
 
 import pytest
 import torch
-
-from harness.api import registry
-from harness.checks.localize import checked_intermediates
-from reference import nanochat
-from reference.cases import build_case, named_case
-from reference.families import family_of
-from reference.intermediates import block_of, intermediate_names, intermediates_of
-from reference.truncate import truncated, without_blocks
+from gpt_conformance.harness.api import registry
+from gpt_conformance.harness.checks.localize import checked_intermediates
+from gpt_conformance.reference import nanochat
+from gpt_conformance.reference.cases import build_case, named_case
+from gpt_conformance.reference.families import family_of
+from gpt_conformance.reference.intermediates import block_of, intermediate_names, intermediates_of
+from gpt_conformance.reference.truncate import truncated, without_blocks
 
 CASES = ["seed", "nanochat-gqa"]
 

@@ -9,15 +9,15 @@ reference's own error, ~1e-7), by which it is judged now. The correct int8 targe
 from __future__ import annotations
 
 import pytest
+from gpt_conformance.harness.checks.properties import ExampleChecker, PropertyFailure
+from gpt_conformance.harness.checks.session import ConformanceSession, Options
+from gpt_conformance.harness.checks.strategies import named_example
+from gpt_conformance.harness.core.policies import get_policy, judge_logits
+from gpt_conformance.harness.core.records import RecordWriter, read_records
+from gpt_conformance.harness.core.targets import TargetRegistry
+from gpt_conformance.reference.cases import named_case
+from gpt_conformance.reference.goldens import load_golden
 
-from harness.checks.properties import ExampleChecker, PropertyFailure
-from harness.checks.session import ConformanceSession, Options
-from harness.checks.strategies import named_example
-from harness.core.policies import get_policy, judge_logits
-from harness.core.records import RecordWriter, read_records
-from harness.core.targets import TargetRegistry
-from reference.cases import named_case
-from reference.goldens import load_golden
 from tests.planted_quant import Int8MaskLeak, TorchInt8Target
 
 SPEC = named_case("seed")

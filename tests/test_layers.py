@@ -79,10 +79,10 @@ def test_no_import_cycles():
     assert not cycles, cycles
 
 
-@pytest.mark.parametrize("layer", ["harness.core", "harness.checks", "harness.report", "harness.cli"])
+@pytest.mark.parametrize("layer", ["gpt_conformance.harness.core", "gpt_conformance.harness.checks", "gpt_conformance.harness.report", "gpt_conformance.harness.cli"])
 def test_library_imports_without_pytest(layer):
     """Every module of the library layers imports with pytest blocked (as in a notebook or
-    ``python -m harness``), so none of them depends on pytest."""
+    ``python -m gpt_conformance``), so none of them depends on pytest."""
     names = sorted(m for m in modules() if m == layer or m.startswith(layer + "."))
     script = "import sys\nsys.modules['pytest'] = None\n" + "".join(f"import {name}\n" for name in names)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -11,21 +11,21 @@ import html
 import re
 from dataclasses import replace
 
+import gpt_conformance.harness.checks.session as session_module
 import pytest
 import torch
+from gpt_conformance.harness.api import Capabilities, Target, registry
+from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts
+from gpt_conformance.harness.checks.localize import Budget
+from gpt_conformance.harness.checks.session import ConformanceSession, Options, assert_verdict
+from gpt_conformance.harness.core.errors import CheckFailed
+from gpt_conformance.harness.core.records import RecordWriter, read_records
+from gpt_conformance.harness.core.targets import TargetRegistry
+from gpt_conformance.harness.report.render import render
+from gpt_conformance.reference.cases import ALL_CASES, NANOCHAT_SEED_CONFIG, SEED_CONFIG, named_case
+from gpt_conformance.reference.families import family_of
+from gpt_conformance.reference.goldens import reference_outputs
 
-import harness.checks.session as session_module
-from harness.api import Capabilities, Target, registry
-from harness.checks.conformance import Truth, parity_verdicts
-from harness.checks.localize import Budget
-from harness.checks.session import ConformanceSession, Options, assert_verdict
-from harness.core.errors import CheckFailed
-from harness.core.records import RecordWriter, read_records
-from harness.core.targets import TargetRegistry
-from harness.report.render import render
-from reference.cases import ALL_CASES, NANOCHAT_SEED_CONFIG, SEED_CONFIG, named_case
-from reference.families import family_of
-from reference.goldens import reference_outputs
 from tests.planted_localize import BLACK_BOXES, PLANTED_PLACES, BlackBox, ReluMLP
 
 FAST = {family: [s.name for s in ALL_CASES if not s.slow and s.family == family] for family in ("nanogpt", "nanochat")}

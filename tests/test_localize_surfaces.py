@@ -1,5 +1,5 @@
 """Where a localization shows: pytest's failure message, the record, the report's failure detail
-and ``python -m harness localize``. Every planted bug of ``tests/planted_localize.py`` is run
+and ``python -m gpt_conformance localize``. Every planted bug of ``tests/planted_localize.py`` is run
 through the real parity cases, as a user would, and must name its place in all of them."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import json
 import re
 
 import pytest
+from gpt_conformance.harness.cli import main as cli_main
+from gpt_conformance.harness.report.render import render
+from gpt_conformance.reference.cases import ALL_CASES
 
-from harness.cli import main as cli_main
-from harness.report.render import render
-from reference.cases import ALL_CASES
 from tests.planted_localize import BLACK_BOXES, PLANTED, PLANTED_PLACES
 from tests.report_records import histogram, record
 from tests.runner import run_pytest

@@ -4,10 +4,16 @@ import math
 
 import pytest
 import torch
-
-from harness.core import metrics
-from harness.core.metrics import abs_error_histogram, logit_metrics, loss_metrics
-from harness.core.policies import Gate, TolerancePolicy, get_policy, judge_logits, judge_loss, register_policy
+from gpt_conformance.harness.core import metrics
+from gpt_conformance.harness.core.metrics import abs_error_histogram, logit_metrics, loss_metrics
+from gpt_conformance.harness.core.policies import (
+    Gate,
+    TolerancePolicy,
+    get_policy,
+    judge_logits,
+    judge_loss,
+    register_policy,
+)
 
 
 def test_identical_logits_are_perfect():

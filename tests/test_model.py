@@ -4,8 +4,7 @@ import math
 
 import pytest
 import torch
-
-from reference.model import GPT, GPTConfig
+from gpt_conformance.reference.model import GPT, GPTConfig
 
 TINY = GPTConfig(block_size=16, vocab_size=37, n_layer=2, n_head=4, n_embd=32)
 

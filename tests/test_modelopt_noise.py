@@ -8,9 +8,9 @@ import sys
 import warnings
 
 import pytest
+from gpt_conformance.reference.cases import build_case, named_case
+from gpt_conformance.targets.modelopt import ModeloptWeightOnly, pass_through_unexpected, quiet_modelopt_import
 
-from reference.cases import build_case, named_case
-from targets.modelopt import ModeloptWeightOnly, pass_through_unexpected, quiet_modelopt_import
 from tests.runner import ROOT
 
 MESSAGE = ("transformers 5.24.0 is not tested with current version of modelopt and may cause issues. Please "

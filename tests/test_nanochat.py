@@ -9,16 +9,15 @@ from dataclasses import replace
 
 import pytest
 import torch
+from gpt_conformance.harness.checks.family_strategies import nanochat_configs
+from gpt_conformance.reference.cases import build_case, named_case
+from gpt_conformance.reference.families import FAMILIES, family_named, family_of
+from gpt_conformance.reference.goldens import GOLDEN_DIR, GoldenError, load_golden
+from gpt_conformance.reference.model import GPTConfig
+from gpt_conformance.reference.nanochat import SOFTCAP, NanochatConfig, NanochatGPT, apply_rotary_emb, rotary_tables
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.nn import functional as F
-
-from harness.checks.family_strategies import nanochat_configs
-from reference.cases import build_case, named_case
-from reference.families import FAMILIES, family_named, family_of
-from reference.goldens import GOLDEN_DIR, GoldenError, load_golden
-from reference.model import GPTConfig
-from reference.nanochat import SOFTCAP, NanochatConfig, NanochatGPT, apply_rotary_emb, rotary_tables
 
 SMALL = dict(sequence_len=16, vocab_size=37, n_layer=2, n_head=4, n_kv_head=4, n_embd=32)
 

@@ -21,18 +21,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from harness.api import TargetRegistry
-from harness.checks.conformance import Truth, parity_verdicts
-from harness.checks.decode import StaticWindow, choose_window, greedy_decode
-from harness.checks.session import ConformanceSession, Options
-from harness.core.probes import probe_package
-from harness.core.records import RecordWriter, read_records
-from reference.cases import named_case
-from reference.model import GPT, GPTConfig
-from reference.train import load_zen_model
-from targets import neuron
-from targets.neuron import (
+from gpt_conformance.harness.api import TargetRegistry
+from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts
+from gpt_conformance.harness.checks.decode import StaticWindow, choose_window, greedy_decode
+from gpt_conformance.harness.checks.session import ConformanceSession, Options
+from gpt_conformance.harness.core.probes import probe_package
+from gpt_conformance.harness.core.records import RecordWriter, read_records
+from gpt_conformance.reference.cases import named_case
+from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.reference.train import load_zen_model
+from gpt_conformance.targets import neuron
+from gpt_conformance.targets.neuron import (
     JitTraceCompiler,
     NeuronStep,
     StaticShapeTarget,
@@ -41,13 +40,14 @@ from targets.neuron import (
     trace_checked,
     worker_visible_cores,
 )
-from targets.static_shapes import (
+from gpt_conformance.targets.static_shapes import (
     ArtifactCache,
     ArtifactCacheWarning,
     BucketError,
     parse_buckets,
     select_bucket,
 )
+
 from tests.planted_neuron import planted_targets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -388,13 +388,13 @@ def placeholder_path(tmp_path) -> Path:
 def test_probe_names_the_placeholder_and_the_missing_device(monkeypatch, placeholder_path):
     monkeypatch.syspath_prepend(str(placeholder_path))
     monkeypatch.setenv(neuron.VISIBLE_CORES_ENV, "0")  # keeps os.environ as it was under xdist too
-    monkeypatch.setattr("harness.core.probes.glob.glob", lambda pattern: [])
+    monkeypatch.setattr("gpt_conformance.harness.core.probes.glob.glob", lambda pattern: [])
     probe_package.cache_clear()
     try:
         reason = neuron.probe_neuron().reason
         assert "no Neuron device: /dev/neuron* does not exist" in reason
         assert "package 'torch_neuronx' is PyPI's placeholder, not the real one: WRONG PACKAGE" in reason
-        monkeypatch.setattr("harness.core.probes.glob.glob", lambda pattern: ["/dev/neuron0"])
+        monkeypatch.setattr("gpt_conformance.harness.core.probes.glob.glob", lambda pattern: ["/dev/neuron0"])
         assert neuron.probe_neuron().reason.startswith("package 'torch_neuronx' is PyPI's placeholder")
     finally:
         probe_package.cache_clear()

@@ -5,9 +5,9 @@ planted targets of ``tests/planted.py`` registered through the plugin hook.
 """
 
 import pytest
+from gpt_conformance.harness.checks.discrimination import has_init_weights
+from gpt_conformance.reference.cases import ALL_CASES
 
-from harness.checks.discrimination import has_init_weights
-from reference.cases import ALL_CASES
 from tests.planted import PLANTED
 from tests.planted_nanochat import PLANTED_NANOCHAT
 from tests.runner import run_pytest, statuses

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
+from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts
+from gpt_conformance.reference.cases import NANOCHAT_CASES, named_case
+from gpt_conformance.reference.goldens import load_golden
 
-from harness.checks.conformance import Truth, parity_verdicts
-from reference.cases import NANOCHAT_CASES, named_case
-from reference.goldens import load_golden
 from tests.planted_nanochat import KVHeadsWrongOrder, PlantedNanochatTarget, RotaryWrongSign
 
 # Measured on these cases: eager fp32 is 1.3e-6 to 1.9e-6 (max abs) from fp64, the bugs 0.94 to

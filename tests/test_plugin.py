@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from gpt_conformance.harness.checks.properties import REPRO_TEST
+from gpt_conformance.harness.checks.strategies import named_example
+from gpt_conformance.harness.pytest_plugin import validate
+from gpt_conformance.reference.cases import NAMED_CASES
+from gpt_conformance.reference.checkpoint import GPT2_DIR_ENV
+from gpt_conformance.reference.goldens import GOLDEN_DIR
 
-from harness.checks.properties import REPRO_TEST
-from harness.checks.strategies import named_example
-from harness.pytest_plugin import validate
-from reference.cases import NAMED_CASES
-from reference.checkpoint import GPT2_DIR_ENV
-from reference.goldens import GOLDEN_DIR
 from tests.runner import ROOT, run_pytest, statuses
 
 pytest_plugins = ["pytester"]

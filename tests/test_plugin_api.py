@@ -13,11 +13,11 @@ import subprocess
 import sys
 
 import pytest
+from gpt_conformance.harness import api
+from gpt_conformance.harness.api import Target, TargetRegistry, TolerancePolicy, get_policy, register_policy
+from gpt_conformance.harness.core.records import read_records
+from gpt_conformance.reference.cases import NAMED_CASES
 
-from harness import api
-from harness.api import Target, TargetRegistry, TolerancePolicy, get_policy, register_policy
-from harness.core.records import read_records
-from reference.cases import NAMED_CASES
 from tests.runner import ROOT, run_pytest
 
 EXAMPLE = ROOT / "examples" / "gpt-conformance-example-target"
@@ -118,7 +118,7 @@ def test_plugin_policies_register_once_and_conflicts_are_refused():
 
 
 def test_every_public_name_is_documented():
-    """harness.api's docstrings are the plugin API's reference documentation."""
+    """gpt_conformance.harness.api's docstrings are the plugin API's reference documentation."""
     undocumented = [name for name in api.__all__
                     if callable(getattr(api, name)) and not (getattr(api, name).__doc__ or "").strip()]
     assert not undocumented, undocumented

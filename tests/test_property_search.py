@@ -12,14 +12,14 @@ import re
 import shlex
 
 import pytest
+from gpt_conformance.harness.api import registry
+from gpt_conformance.harness.checks.properties import PropertyFailure, run_search
+from gpt_conformance.harness.checks.session import ConformanceSession, Options
+from gpt_conformance.harness.checks.strategies import InputCase, ModelCase, example_size
+from gpt_conformance.harness.core.records import RecordWriter
+from gpt_conformance.harness.pytest_plugin.profiles import property_settings
 from hypothesis import settings
 
-from harness.api import registry
-from harness.checks.properties import PropertyFailure, run_search
-from harness.checks.session import ConformanceSession, Options
-from harness.checks.strategies import InputCase, ModelCase, example_size
-from harness.core.records import RecordWriter
-from harness.pytest_plugin.profiles import property_settings
 from tests.planted_properties import HeadsReversed, LastTokenEmbedding, PositionsWrapAt8
 from tests.runner import run_pytest
 

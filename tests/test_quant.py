@@ -9,13 +9,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from harness.api import TargetRegistry
-from harness.checks.precision import arithmetic_verdict, quality_metrics
-from harness.checks.session import ConformanceSession, Options
-from harness.core.metrics import logit_metrics
-from harness.core.policies import POLICIES, get_policy, judge_logits
-from harness.core.quant import (
+from gpt_conformance.harness.api import TargetRegistry
+from gpt_conformance.harness.checks.precision import arithmetic_verdict, quality_metrics
+from gpt_conformance.harness.checks.session import ConformanceSession, Options
+from gpt_conformance.harness.core.metrics import logit_metrics
+from gpt_conformance.harness.core.policies import POLICIES, get_policy, judge_logits
+from gpt_conformance.harness.core.quant import (
     DEFAULT_INT4_BLOCK_SIZE,
     MAXBOUND,
     QuantizedLinear,
@@ -29,9 +28,10 @@ from harness.core.quant import (
     quantize_weight,
     quantized_linears,
 )
-from harness.core.records import RecordWriter
-from reference.cases import build_case, named_case
-from targets.modelopt import quantized_weights_from_modelopt
+from gpt_conformance.harness.core.records import RecordWriter
+from gpt_conformance.reference.cases import build_case, named_case
+from gpt_conformance.targets.modelopt import quantized_weights_from_modelopt
+
 from tests.planted_quant import TorchInt4Target, WrongAxisInt4Target
 
 # modelopt divides by (maxbound / amax) where the contract multiplies by (amax / maxbound): each
@@ -100,7 +100,7 @@ def test_fake_quant_model_holds_dequantized_weights_and_keeps_lm_head():
 
 @pytest.fixture(scope="module")
 def mtq():
-    from targets.modelopt import quiet_modelopt_import
+    from gpt_conformance.targets.modelopt import quiet_modelopt_import
 
     with quiet_modelopt_import():
         return pytest.importorskip("modelopt.torch.quantization",
@@ -109,7 +109,7 @@ def mtq():
 
 @pytest.mark.parametrize("bits, block_size", [(8, None), (4, 16)])
 def test_modelopt_round_trip_and_pure_torch_agree(mtq, bits, block_size):
-    from targets.modelopt import ModeloptWeightOnly
+    from gpt_conformance.targets.modelopt import ModeloptWeightOnly
 
     model, _, _ = build_case(named_case("no-bias"))
     runnable = ModeloptWeightOnly(bits, block_size).prepare(model, model.config)
@@ -126,7 +126,7 @@ def test_modelopt_round_trip_and_pure_torch_agree(mtq, bits, block_size):
 
 
 def test_modelopt_amax_layout_is_checked(mtq):
-    from targets.modelopt import calibration_batches, weight_only_config
+    from gpt_conformance.targets.modelopt import calibration_batches, weight_only_config
 
     model, _, _ = build_case(named_case("single-head"))
     quantized = copy.deepcopy(model)
@@ -190,8 +190,8 @@ def test_precision_policies_give_every_bound_a_reason(name):
 
 
 def test_modelopt_targets_skip_naming_the_extra(monkeypatch):
-    from harness.core.probes import probe_package
-    from targets.modelopt import TARGETS
+    from gpt_conformance.harness.core.probes import probe_package
+    from gpt_conformance.targets.modelopt import TARGETS
 
     # As if nvidia-modelopt were not installed, even when an earlier test imported it.
     for name in [n for n in sys.modules if n == "modelopt" or n.startswith("modelopt.")] + ["modelopt"]:
@@ -203,7 +203,7 @@ def test_modelopt_targets_skip_naming_the_extra(monkeypatch):
 
 
 def test_precision_cost_table_pairs_quality_with_arithmetic(tmp_path, capsys):
-    from harness.cli import main
+    from gpt_conformance.harness.cli import main
 
     records = [
         {"target": "t4", "precision": "int4-wo", "case": "seed", "check": "arithmetic", "status": "fail"},

@@ -12,13 +12,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from gpt_conformance.harness.cli import main as cli_main
+from gpt_conformance.harness.core.records import RecordWriter, read_records
+from gpt_conformance.harness.report.matrix import build_matrix
+from gpt_conformance.harness.report.records_view import anchor
+from gpt_conformance.harness.report.render import render, write_report
+from gpt_conformance.harness.report.trend import trend
 
-from harness.cli import main as cli_main
-from harness.core.records import RecordWriter, read_records
-from harness.report.matrix import build_matrix
-from harness.report.records_view import anchor
-from harness.report.render import render, write_report
-from harness.report.trend import trend
 from tests.report_records import histogram, record, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,9 +261,10 @@ def test_real_records_round_trip_through_the_writer(tmp_path):
 
 
 def test_failing_parity_record_carries_an_error_histogram(tmp_path):
-    from harness.api import registry
-    from harness.checks.session import ConformanceSession, Options
-    from reference.cases import named_case
+    from gpt_conformance.harness.api import registry
+    from gpt_conformance.harness.checks.session import ConformanceSession, Options
+    from gpt_conformance.reference.cases import named_case
+
     from tests.planted import LayerNormEps
 
     writer = RecordWriter(tmp_path / "records-h-main.jsonl", "h")
@@ -290,7 +291,7 @@ def run_inner_pytest(tmp_path: Path, *args: str, n: int = 2) -> subprocess.Compl
     (tmp_path / "test_inner.py").write_text(INNER_TEST.format(n=n))
     env = {k: v for k, v in os.environ.items() if k not in ("GPT_CONFORMANCE_RUN_ID", "PYTEST_XDIST_WORKER")}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "harness.pytest_plugin.plugin", "-p", "no:cacheprovider",
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "gpt_conformance.harness.pytest_plugin.plugin", "-p", "no:cacheprovider",
                            "--report-dir", str(tmp_path / "reports"), "test_inner.py", *args],
                           check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 

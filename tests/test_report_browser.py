@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from gpt_conformance.harness.report.render import render
 
-from harness.report.render import render
 from tests.report_records import histogram, record
 from tests.test_report import hostile_record
 

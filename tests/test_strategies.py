@@ -6,12 +6,9 @@ import json
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from harness.api import Capabilities
-from harness.checks.properties import load_example, repro_command
-from harness.checks.strategies import (
+from gpt_conformance.harness.api import Capabilities
+from gpt_conformance.harness.checks.properties import load_example, repro_command
+from gpt_conformance.harness.checks.strategies import (
     MAX_LOGITS,
     InputCase,
     ModelCase,
@@ -20,7 +17,9 @@ from harness.checks.strategies import (
     model_cases,
     named_example,
 )
-from reference.cases import NAMED_CASES, build_case
+from gpt_conformance.reference.cases import NAMED_CASES, build_case
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 CAPABILITIES = [
     pytest.param(Capabilities(), id="dynamic"),

@@ -25,22 +25,22 @@ from functools import cache
 
 import pytest
 import torch
-
-from harness.checks.conformance import Truth
-from harness.checks.discrimination import named_parity_verdicts, unrelated_model, unrelated_outputs
-from harness.checks.precision import (
+from gpt_conformance.harness.checks.conformance import Truth
+from gpt_conformance.harness.checks.discrimination import named_parity_verdicts, unrelated_model, unrelated_outputs
+from gpt_conformance.harness.checks.precision import (
     ArithmeticReference,
     arithmetic_reference,
     judge_arithmetic,
     judge_quality,
     quality_metrics,
 )
-from harness.core.policies import POLICIES, Verdict, get_policy
-from harness.core.quant import LowPrecision, dequantized_weights, fake_quant_model, quantize_model
-from harness.core.targets import TargetRegistry
-from reference.cases import NAMED_CASES, CaseSpec
-from reference.families import family_named
-from reference.goldens import Golden, load_golden
+from gpt_conformance.harness.core.policies import POLICIES, Verdict, get_policy
+from gpt_conformance.harness.core.quant import LowPrecision, dequantized_weights, fake_quant_model, quantize_model
+from gpt_conformance.harness.core.targets import TargetRegistry
+from gpt_conformance.reference.cases import NAMED_CASES, CaseSpec
+from gpt_conformance.reference.families import family_named
+from gpt_conformance.reference.goldens import Golden, load_golden
+
 from tests.planted import PLANTED
 
 CASES = [spec for spec in NAMED_CASES if not spec.slow]

@@ -5,10 +5,16 @@ import random
 import re
 
 import pytest
+from gpt_conformance.harness.core.peak_flops import (
+    cpu_peak_estimate,
+    fp32_lanes,
+    gpu_peak,
+    parse_cpuinfo,
+    parse_peak_option,
+    peak_for,
+)
+from gpt_conformance.harness.core.timing import mfu, quartiles, ratio_vs_baseline, summarize, synchronized, time_rounds
 from pytest_benchmark.stats import Stats
-
-from harness.core.peak_flops import cpu_peak_estimate, fp32_lanes, gpu_peak, parse_cpuinfo, parse_peak_option, peak_for
-from harness.core.timing import mfu, quartiles, ratio_vs_baseline, summarize, synchronized, time_rounds
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 9, 30, 31])

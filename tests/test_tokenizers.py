@@ -5,9 +5,8 @@ import inspect
 import socket
 
 import pytest
-
-from reference import tokenizers
-from reference.tokenizers import GPT2_BPE_FILES, CharTokenizer, TokenizerError
+from gpt_conformance.reference import tokenizers
+from gpt_conformance.reference.tokenizers import GPT2_BPE_FILES, CharTokenizer, TokenizerError
 
 # The Tripy nanoGPT example's prompt and the ids GPT-2's tokenizer gives it (from the DESIGN
 # notes, which took them from the Tripy example; not computed here).

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from harness.core.probes import AVAILABLE, Availability
-from reference.model import GPT, GPTConfig
-from targets import tripy, tripy_layout
-from targets.tripy_layout import (
+from gpt_conformance.harness.core.probes import AVAILABLE, Availability
+from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.targets import tripy, tripy_layout
+from gpt_conformance.targets.tripy_layout import (
     MODES,
     LinearQuant,
     causal_mask,
@@ -254,9 +253,9 @@ def test_import_and_probe_leave_nvtripy_and_cuda_alone():
     script = (
         "import sys, torch\n"
         "from targets import tripy\n"
-        "assert 'nvtripy' not in sys.modules and 'targets.tripy_gpt' not in sys.modules\n"
+        "assert 'nvtripy' not in sys.modules and 'gpt_conformance.targets.tripy_gpt' not in sys.modules\n"
         "[t.probe() for t in tripy.TARGETS]\n"
-        "assert 'targets.tripy_gpt' not in sys.modules, 'probing imported the graph module'\n"
+        "assert 'gpt_conformance.targets.tripy_gpt' not in sys.modules, 'probing imported the graph module'\n"
         "assert not torch.cuda.is_initialized(), 'probing initialised CUDA'\n"
     )
     root = Path(tripy.__file__).parent.parent

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from gpt_conformance.targets import tripy
 
-from targets import tripy
 from tests.test_tripy import TINY, case, quantize_model
 
 pytestmark = pytest.mark.gpu

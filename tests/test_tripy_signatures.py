@@ -17,8 +17,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from gpt_conformance.targets import tripy
 
-from targets import tripy
 from tests import nvtripy_standin
 
 ADAPTER = Path(tripy.__file__).with_name("tripy_gpt.py")

@@ -2,7 +2,7 @@
 
 ``tests/nvtripy_standin/`` stands in for nvtripy (injected as ``nvtripy`` here only), so the
 targets of ``targets/tripy.py`` prepare as they would on a GPU: the GPT is built from the
-reference's weights (``tripy_state_dict``, with ``harness.core.quant``'s int8 and int4 codes and
+reference's weights (``tripy_state_dict``, with ``gpt_conformance.harness.core.quant``'s int8 and int4 codes and
 scales for the quantized modes), loaded strictly, compiled with its shape bounds and run. The
 harness's own checks judge the logits: named-case parity for tripy-fp32, the arithmetic level
 (against the reference with the same weights in float16) for the float16 modes.
@@ -22,16 +22,16 @@ from types import ModuleType
 
 import pytest
 import torch
+from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts, run_checked
+from gpt_conformance.harness.checks.precision import low_precision_of, output_arithmetic_verdicts
+from gpt_conformance.harness.core.errors import UnsupportedHere
+from gpt_conformance.harness.core.policies import Verdict
+from gpt_conformance.harness.core.quant import quantized_linears
+from gpt_conformance.reference.cases import NAMED_CASES, CaseSpec, named_case
+from gpt_conformance.reference.goldens import load_golden, reference_outputs
+from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.targets import tripy, tripy_layout
 
-from harness.checks.conformance import Truth, parity_verdicts, run_checked
-from harness.checks.precision import low_precision_of, output_arithmetic_verdicts
-from harness.core.errors import UnsupportedHere
-from harness.core.policies import Verdict
-from harness.core.quant import quantized_linears
-from reference.cases import NAMED_CASES, CaseSpec, named_case
-from reference.goldens import load_golden, reference_outputs
-from reference.model import GPT, GPTConfig
-from targets import tripy, tripy_layout
 from tests import nvtripy_standin
 
 ADAPTER = Path(tripy.__file__).with_name("tripy_gpt.py")
@@ -49,13 +49,13 @@ VARIANT_WEIGHT_SCALE = 4.0
 
 
 def load_adapter(monkeypatch: pytest.MonkeyPatch, source: str | None = None) -> ModuleType:
-    """``targets.tripy_gpt`` executed (from ``source``, default its file) with the stand-in as
+    """``gpt_conformance.targets.tripy_gpt`` executed (from ``source``, default its file) with the stand-in as
     ``nvtripy`` and its runner on the CPU; both ``sys.modules`` entries are restored after the test."""
     monkeypatch.setitem(sys.modules, "nvtripy", nvtripy_standin)
-    spec = importlib.util.spec_from_file_location("targets.tripy_gpt", ADAPTER)
+    spec = importlib.util.spec_from_file_location("gpt_conformance.targets.tripy_gpt", ADAPTER)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "targets.tripy_gpt", module)  # what TripyTarget.prepare imports
+    monkeypatch.setitem(sys.modules, "gpt_conformance.targets.tripy_gpt", module)  # what TripyTarget.prepare imports
     exec(compile(source if source is not None else ADAPTER.read_text(), str(ADAPTER), "exec"), module.__dict__)
     module.TripyRunner.device = "cpu"
     return module

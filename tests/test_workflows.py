@@ -11,9 +11,8 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from gpt_conformance.harness.cli import build_parser, cmd_report
 from hypothesis import settings
-
-from harness.cli import build_parser, cmd_report
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is not installed (pip install -e '.[test]')")
 WORKFLOWS = Path(__file__).resolve().parent.parent / ".github" / "workflows"
@@ -125,7 +124,7 @@ def test_every_tier_uploads_records_the_report_job_downloads():
 
 def test_report_job_runs_a_real_merge_command():
     jobs = load("nightly.yml")["jobs"]
-    merges = [c for c in commands(jobs["report"]) if c.startswith("python -m harness report merge")]
+    merges = [c for c in commands(jobs["report"]) if c.startswith("python -m gpt_conformance report merge")]
     assert merges
     args = [a for a in shlex.split(merges[0])[3:] if "${baseline" not in a]
     parsed = build_parser().parse_args(args)

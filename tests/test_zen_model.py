@@ -5,9 +5,16 @@ import math
 
 import pytest
 import torch
-
-from reference.tokenizers import CharTokenizer
-from reference.train import ZEN_DIR, TrainConfig, learning_rate_at, load_zen_model, main, train, zen_of_python
+from gpt_conformance.reference.tokenizers import CharTokenizer
+from gpt_conformance.reference.train import (
+    ZEN_DIR,
+    TrainConfig,
+    learning_rate_at,
+    load_zen_model,
+    main,
+    train,
+    zen_of_python,
+)
 
 # Lines of PEP 20, split after the prompt. The model must continue each prompt with the rest of
 # its line; these strings are the poem, not anything the model produced.

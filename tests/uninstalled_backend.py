@@ -1,7 +1,7 @@
 """A ``-p`` plugin that registers a CPU target whose backend package is not installed: run alone
 (``--target uninstalled-backend``), the cpu tier has its hardware but no target that can run."""
 
-from harness.api import Requirements, Target
+from gpt_conformance.harness.api import Requirements, Target
 
 
 class UninstalledBackend(Target):

@@ -17,12 +17,12 @@ def _load_policies() -> dict:
     """Every registered TolerancePolicy by name. Importing the targets registers their policies.
 
     The only place that knows where the harness keeps its registry and its policies."""
-    from harness.api import registry
+    from gpt_conformance.harness.api import registry
 
     errors = registry.load_entry_points()
     if errors:
         raise RuntimeError(f"the policies page needs every target's policy; failed to load: {errors}")
-    from harness.core.policies import POLICIES
+    from gpt_conformance.harness.core.policies import POLICIES
 
     return dict(POLICIES)
 

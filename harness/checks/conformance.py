@@ -13,12 +13,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
-
-from harness.core.metrics import logit_metrics, loss_metrics
-from harness.core.policies import Verdict, get_policy, judge_logits, judge_loss
-from harness.core.targets import Runnable, Target
-from reference.families import family_of
-from reference.model import check_inputs
+from gpt_conformance.harness.core.metrics import logit_metrics, loss_metrics
+from gpt_conformance.harness.core.policies import Verdict, get_policy, judge_logits, judge_loss
+from gpt_conformance.harness.core.targets import Runnable, Target
+from gpt_conformance.reference.families import family_of
+from gpt_conformance.reference.model import check_inputs
 
 
 class TargetOutputError(RuntimeError):

@@ -25,9 +25,8 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 
 import torch
-
-from harness.core.policies import TolerancePolicy, Verdict
-from harness.core.targets import Capabilities
+from gpt_conformance.harness.core.policies import TolerancePolicy, Verdict
+from gpt_conformance.harness.core.targets import Capabilities
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 """A target seen by the decoder: ``idx`` [B, T] int64 -> logits [B, T, V]."""

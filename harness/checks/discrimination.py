@@ -16,11 +16,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-
-from harness.checks.conformance import Truth, parity_verdicts
-from harness.core.policies import Verdict, get_policy
-from reference.cases import NANOGPT_STD, CaseSpec, perturb_weights
-from reference.families import family_named
+from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts
+from gpt_conformance.harness.core.policies import Verdict, get_policy
+from gpt_conformance.reference.cases import NANOGPT_STD, CaseSpec, perturb_weights
+from gpt_conformance.reference.families import family_named
 
 # Another seed for the same case: a prime far from the named cases' seeds (0..12).
 UNRELATED_SEED_OFFSET = 7919

@@ -8,9 +8,8 @@ n_head``, so no kv repetition), the smallest sizes.
 
 from __future__ import annotations
 
+from gpt_conformance.reference.nanochat import NanochatConfig
 from hypothesis import strategies as st
-
-from reference.nanochat import NanochatConfig
 
 
 def divisors(n: int) -> list[int]:

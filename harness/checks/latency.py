@@ -1,7 +1,7 @@
 """Checks layer: the latency tier's measurement, timings of every target read as ratios against eager.
 
 ``LatencyRun`` times one target on one input for a latency case (the tier's options and fixture
-are in ``harness.pytest_plugin.latency``; the timer is pytest-benchmark's ``benchmark`` object):
+are in ``gpt_conformance.harness.pytest_plugin.latency``; the timer is pytest-benchmark's ``benchmark`` object):
 
 1. prepare the target and make its first call through the checked path; ``prepare_s`` plus that
    call is the *time to first result* (compile or export included), reported apart from latency;
@@ -25,17 +25,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
-from harness.checks.conformance import Truth, parity_verdicts
-from harness.checks.precision import low_precision_of, output_arithmetic_verdict
-from harness.checks.session import ConformanceSession
-from harness.core.errors import CheckFailed, UnsupportedHere
-from harness.core.peak_flops import peak_for
-from harness.core.policies import Verdict
-from harness.core.targets import Target
-from harness.core.timing import TimingSummary, mfu, ratio_vs_baseline, summarize, synchronized, time_rounds
-from reference.goldens import reference_outputs
-from reference.model import GPT
+from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts
+from gpt_conformance.harness.checks.precision import low_precision_of, output_arithmetic_verdict
+from gpt_conformance.harness.checks.session import ConformanceSession
+from gpt_conformance.harness.core.errors import CheckFailed, UnsupportedHere
+from gpt_conformance.harness.core.peak_flops import peak_for
+from gpt_conformance.harness.core.policies import Verdict
+from gpt_conformance.harness.core.targets import Target
+from gpt_conformance.harness.core.timing import (
+    TimingSummary,
+    mfu,
+    ratio_vs_baseline,
+    summarize,
+    synchronized,
+    time_rounds,
+)
+from gpt_conformance.reference.goldens import reference_outputs
+from gpt_conformance.reference.model import GPT
 
 PROFILE_ENV = "GPT_CONFORMANCE_LATENCY_PROFILE"
 BASELINE_NOTE = ("eager, measured by the harness on the same model and input right before this target, "
@@ -79,7 +85,7 @@ def device_synchronizer(target: Target) -> Callable[[], None] | None:
 
 
 def peak_compute(target: Target) -> str:
-    """The peak-FLOP/s class a target's arithmetic runs at (``harness.core.peak_flops``): 16-bit
+    """The peak-FLOP/s class a target's arithmetic runs at (``gpt_conformance.harness.core.peak_flops``): 16-bit
     for a low-precision target (its compute dtype), tf32 for the tf32 policy, else fp32."""
     if low_precision_of(target) is not None:
         return "16-bit"

@@ -5,7 +5,7 @@ never changes a verdict: it adds one line to the failure's message and a ``local
 to its record. Two ways:
 
 - **Per-layer errors**, when the target's runnable returns the named intermediates
-  (``Capabilities(returns_intermediates=True)``, names from ``reference.intermediates``): one run.
+  (``Capabilities(returns_intermediates=True)``, names from ``gpt_conformance.reference.intermediates``): one run.
   Each intermediate is judged against the fp64 reference's by the target's own policy gates, with
   eager fp32's error *at that point* as the baseline and that point's range as the scale: a
   correct backend's error is within its policy's multiple of eager's wherever it is measured, so
@@ -14,7 +14,7 @@ to its record. Two ways:
   logits by all of its gates, as the parity check judges them.
 - **Bisection**, for black boxes (logits only), or when the per-layer errors are unusable: the
   target is prepared, through the session (so a crash is recorded as anywhere else), on truncated
-  reference models (``reference.truncate``: the first k blocks, then the final norm and the head,
+  reference models (``gpt_conformance.reference.truncate``: the first k blocks, then the final norm and the head,
   sharing the weights), each judged exactly like the failing check against the same truncated
   model in fp64. With k blocks conforming and k + 1 failing, block k is the first divergence; the
   failing case is k = n, so ~log2(n_layer) prepares find it. When one block already fails, the
@@ -33,15 +33,22 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
-
-from harness.checks.conformance import Truth, parity_verdicts
-from harness.core.errors import CheckError, UnsupportedHere
-from harness.core.metrics import elementwise_metrics, logit_metrics
-from harness.core.policies import Verdict, get_policy, judge_logits
-from harness.core.targets import Target
-from reference.goldens import reference_outputs
-from reference.intermediates import EMBED, FINAL_NORM, LOGITS, block_of, intermediate_names, intermediates_of, ordered
-from reference.truncate import truncated, without_blocks
+from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts
+from gpt_conformance.harness.core.errors import CheckError, UnsupportedHere
+from gpt_conformance.harness.core.metrics import elementwise_metrics, logit_metrics
+from gpt_conformance.harness.core.policies import Verdict, get_policy, judge_logits
+from gpt_conformance.harness.core.targets import Target
+from gpt_conformance.reference.goldens import reference_outputs
+from gpt_conformance.reference.intermediates import (
+    EMBED,
+    FINAL_NORM,
+    LOGITS,
+    block_of,
+    intermediate_names,
+    intermediates_of,
+    ordered,
+)
+from gpt_conformance.reference.truncate import truncated, without_blocks
 
 # The gates that mean something for any activation: the rest (top-1, KL) need a distribution.
 ELEMENTWISE = frozenset({"max_abs", "rmse", "max_rel"})

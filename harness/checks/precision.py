@@ -1,6 +1,6 @@
 """Checks layer: two-level verdicts for low-precision and quantized targets.
 
-A target opts in by declaring ``low_precision`` (a ``harness.core.quant.LowPrecision``); nothing here
+A target opts in by declaring ``low_precision`` (a ``gpt_conformance.harness.core.quant.LowPrecision``); nothing here
 looks at its name.
 
 1. **Arithmetic** (``arithmetic_verdict``): is the backend computing what it claims? Its logits
@@ -23,15 +23,21 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-
-from harness.checks.conformance import run_checked
-from harness.checks.decode import greedy_decode
-from harness.checks.discrimination import discriminated
-from harness.checks.session import ConformanceSession
-from harness.core.errors import UnsupportedHere
-from harness.core.metrics import logit_metrics, loss_metrics
-from harness.core.policies import TolerancePolicy, Verdict, error_verdict, get_policy, judge_logits, judge_loss
-from harness.core.quant import (
+from gpt_conformance.harness.checks.conformance import run_checked
+from gpt_conformance.harness.checks.decode import greedy_decode
+from gpt_conformance.harness.checks.discrimination import discriminated
+from gpt_conformance.harness.checks.session import ConformanceSession
+from gpt_conformance.harness.core.errors import UnsupportedHere
+from gpt_conformance.harness.core.metrics import logit_metrics, loss_metrics
+from gpt_conformance.harness.core.policies import (
+    TolerancePolicy,
+    Verdict,
+    error_verdict,
+    get_policy,
+    judge_logits,
+    judge_loss,
+)
+from gpt_conformance.harness.core.quant import (
     LowPrecision,
     QuantizedLinear,
     ScaleLayoutError,
@@ -41,9 +47,9 @@ from harness.core.quant import (
     quantizable_linears,
     wrong_layout_weights,
 )
-from harness.core.targets import Target
-from reference.cases import CaseSpec
-from reference.families import family_of
+from gpt_conformance.harness.core.targets import Target
+from gpt_conformance.reference.cases import CaseSpec
+from gpt_conformance.reference.families import family_of
 
 # The cases the quality gates were calibrated on (policies.py quotes the measurements). Elsewhere
 # the quality metrics are ``recorded``, not judged: measured on the GPT-2-shaped random model,

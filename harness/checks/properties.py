@@ -35,24 +35,23 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from hypothesis import given, reject, settings
-from hypothesis import seed as hypothesis_seed
-from hypothesis import strategies as st
-
-from harness.checks.conformance import Truth, cross_entropy, parity_verdicts
-from harness.checks.precision import (
+from gpt_conformance.harness.checks.conformance import Truth, cross_entropy, parity_verdicts
+from gpt_conformance.harness.checks.precision import (
     arithmetic_reference,
     low_precision_of,
     output_arithmetic_verdicts,
     reported_quantized_weights,
 )
-from harness.checks.strategies import InputCase, ModelCase, build_model, input_cases, model_cases
-from harness.core.errors import CheckError, UnsupportedHere
-from harness.core.metrics import logit_metrics, loss_metrics
-from harness.core.policies import Verdict, get_policy, judge_logits, judge_loss
-from harness.core.quant import dequantized_weights
-from harness.core.targets import Target
-from reference.goldens import reference_outputs
+from gpt_conformance.harness.checks.strategies import InputCase, ModelCase, build_model, input_cases, model_cases
+from gpt_conformance.harness.core.errors import CheckError, UnsupportedHere
+from gpt_conformance.harness.core.metrics import logit_metrics, loss_metrics
+from gpt_conformance.harness.core.policies import Verdict, get_policy, judge_logits, judge_loss
+from gpt_conformance.harness.core.quant import dequantized_weights
+from gpt_conformance.harness.core.targets import Target
+from gpt_conformance.reference.goldens import reference_outputs
+from hypothesis import given, reject, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
 
 CASE_ID = "property"
 REPRO_TEST = "cases/test_properties.py::test_property_repro"

@@ -3,7 +3,7 @@
 Cases call into a ``ConformanceSession`` (the ``conformance`` fixture) instead of talking to
 targets themselves, so that every check is run, judged and recorded the same way, and a target
 that raises or returns garbage becomes an ``error`` verdict in the records, never a crash of the
-whole run and never a pass. Outcomes are raised as ``harness.core.errors`` exceptions.
+whole run and never a pass. Outcomes are raised as ``gpt_conformance.harness.core.errors`` exceptions.
 """
 
 from __future__ import annotations
@@ -17,18 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from harness.checks.conformance import Prepared, PreparedTargets, Truth, run_checked
-from harness.checks.decode import NonFiniteLogitsError, ReferenceGreedy, choose_window, compare_greedy, greedy_verdict
-from harness.checks.discrimination import named_parity_verdicts, unrelated_outputs
-from harness.checks.localize import Budget, Localization, localize
-from harness.core.errors import CheckError, CheckFailed, UnsupportedHere
-from harness.core.metrics import abs_error_histogram
-from harness.core.policies import Verdict, error_verdict, get_policy
-from harness.core.records import RecordWriter
-from harness.core.targets import Target, TargetRegistry
-from reference.cases import CaseSpec
-from reference.goldens import GOLDEN_DIR, Golden, GoldenError, load_golden, write_golden
+from gpt_conformance.harness.checks.conformance import Prepared, PreparedTargets, Truth, run_checked
+from gpt_conformance.harness.checks.decode import (
+    NonFiniteLogitsError,
+    ReferenceGreedy,
+    choose_window,
+    compare_greedy,
+    greedy_verdict,
+)
+from gpt_conformance.harness.checks.discrimination import named_parity_verdicts, unrelated_outputs
+from gpt_conformance.harness.checks.localize import Budget, Localization, localize
+from gpt_conformance.harness.core.errors import CheckError, CheckFailed, UnsupportedHere
+from gpt_conformance.harness.core.metrics import abs_error_histogram
+from gpt_conformance.harness.core.policies import Verdict, error_verdict, get_policy
+from gpt_conformance.harness.core.records import RecordWriter
+from gpt_conformance.harness.core.targets import Target, TargetRegistry
+from gpt_conformance.reference.cases import CaseSpec
+from gpt_conformance.reference.goldens import GOLDEN_DIR, Golden, GoldenError, load_golden, write_golden
 
 
 @dataclass
@@ -137,7 +142,7 @@ class ConformanceSession:
         return self._outputs[key]
 
     def unrelated(self, golden: Golden) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The unrelated model's fp64 (logits, loss) on a named case (``harness.checks.discrimination``),
+        """The unrelated model's fp64 (logits, loss) on a named case (``gpt_conformance.harness.checks.discrimination``),
         computed once per case."""
         name = golden.spec.name
         if name not in self._unrelated:
@@ -211,7 +216,7 @@ class ConformanceSession:
     def check_greedy(self, target: Target, model: torch.nn.Module, reference: ReferenceGreedy, case_id: str,
                      decode: Callable[[list[int]], str] | None = None) -> Verdict:
         """Greedy-decode ``model`` on ``target``, compare it tie-aware with ``reference`` (see
-        ``harness.checks.decode``) under the target's ``greedy_margin``, and record the comparison."""
+        ``gpt_conformance.harness.checks.decode``) under the target's ``greedy_margin``, and record the comparison."""
         config = model.config
         fed = len(reference.prompt) + len(reference.tokens) - 1  # the last new token is never fed back
         window = choose_window(target.capabilities, fed, config.block_size)

@@ -3,7 +3,7 @@
 Reusable by any target's tests::
 
     from hypothesis import given, strategies as st
-    from harness.checks.strategies import model_cases, input_cases, build_model
+    from gpt_conformance.harness.checks.strategies import model_cases, input_cases, build_model
 
     @given(data=st.data())
     def test_mine(data):
@@ -27,11 +27,10 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import torch
+from gpt_conformance.harness.core.targets import Capabilities
+from gpt_conformance.reference.cases import NANOGPT_STD, CaseSpec, build_case, perturb_weights
+from gpt_conformance.reference.model import GPT, GPTConfig
 from hypothesis import strategies as st
-
-from harness.core.targets import Capabilities
-from reference.cases import NANOGPT_STD, CaseSpec, build_case, perturb_weights
-from reference.model import GPT, GPTConfig
 
 MAX_LAYERS = 4
 MAX_HEADS = 8
@@ -154,7 +153,7 @@ def build_model(case: ModelCase) -> GPT:
     """The fp32 eval-mode model of ``case``, built once per case: the same object comes back for
     the same case, so prepared targets are reused across inputs and across Hypothesis examples.
 
-    nanoGPT's init under ``torch.manual_seed(seed)``, then ``reference.cases.perturb_weights`` when
+    nanoGPT's init under ``torch.manual_seed(seed)``, then ``gpt_conformance.reference.cases.perturb_weights`` when
     the std is not nanoGPT's: exactly ``build_case``'s model for a named case of the same seed and std."""
     torch.manual_seed(case.seed)
     model = GPT(case.config).eval()

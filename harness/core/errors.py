@@ -1,7 +1,7 @@
 """Core layer: the exceptions by which the library reports a check's outcome.
 
-The library (``harness.core``, ``harness.checks``) never calls pytest. It raises these, and the
-pytest plugin maps them to outcomes in one place (``harness.pytest_plugin.outcomes``); the
+The library (``gpt_conformance.harness.core``, ``gpt_conformance.harness.checks``) never calls pytest. It raises these, and the
+pytest plugin maps them to outcomes in one place (``gpt_conformance.harness.pytest_plugin.outcomes``); the
 command line and a notebook catch them directly.
 """
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-
-from harness.core.targets import DEVICE_MARKERS
+from gpt_conformance.harness.core.targets import DEVICE_MARKERS
 
 
 @dataclass(frozen=True)

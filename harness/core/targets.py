@@ -1,6 +1,6 @@
 """Core layer: what a backend target is (``Target``, its ``Requirements`` and ``Capabilities``)
 and the registry that holds the targets of a run. Backend authors import these through
-``harness.api``, which documents the contract."""
+``gpt_conformance.harness.api``, which documents the contract."""
 
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from importlib import metadata
 from typing import Any, Protocol
 
 import torch
-
-from harness.core.policies import get_policy
-from harness.core.probes import (
+from gpt_conformance.harness.core.policies import get_policy
+from gpt_conformance.harness.core.probes import (
     AVAILABLE,
     Availability,
     first_unavailable,
@@ -20,7 +19,7 @@ from harness.core.probes import (
     probe_neuron_device,
     probe_package,
 )
-from reference.families import FAMILIES
+from gpt_conformance.reference.families import FAMILIES
 
 ENTRY_POINT_GROUP = "gpt_conformance.targets"
 # Every model family the reference defines; a target that is family-agnostic declares these.
@@ -50,10 +49,10 @@ class Capabilities:
     - ``static_shapes``: the (batch, seq_len) buckets a static target was built for; inputs are
       padded up to one of them by the target itself.
     - ``families``: model families the target can express (``"nanogpt"``, ``"nanochat"``: see
-      ``reference.families``); cases of other families skip with the reason.
+      ``gpt_conformance.reference.families``); cases of other families skip with the reason.
     - ``returns_loss``: whether the runnable computes the loss itself.
     - ``returns_intermediates``: whether the runnable has an ``intermediates(idx)`` method
-      returning named per-layer outputs (``reference.intermediates``), so that a failure is
+      returning named per-layer outputs (``gpt_conformance.reference.intermediates``), so that a failure is
       located from one run; without it the harness bisects truncated models instead.
     """
 
@@ -79,7 +78,7 @@ class Runnable(Protocol):
     """What ``Target.prepare`` returns: a callable from token ids (and targets) to outputs.
 
     With ``Capabilities(returns_intermediates=True)`` it also has ``intermediates(idx)``, which
-    returns ``{name: tensor}`` under the names of ``reference.intermediates.intermediate_names``
+    returns ``{name: tensor}`` under the names of ``gpt_conformance.reference.intermediates.intermediate_names``
     (hidden states ``[B, T, n_embd]``, ``logits`` ``[B, T, V]``); names it cannot expose may be
     left out."""
 

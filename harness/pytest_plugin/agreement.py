@@ -14,9 +14,8 @@ failed one. Applies to tests parametrized by a target (the conformance cases).
 from __future__ import annotations
 
 import pytest
-
-from harness.core.targets import Target
-from harness.pytest_plugin.plugin import SESSION_KEY
+from gpt_conformance.harness.core.targets import Target
+from gpt_conformance.harness.pytest_plugin.plugin import SESSION_KEY
 
 BAD = ("fail", "error")
 

@@ -7,7 +7,7 @@ hookspec = pluggy.HookspecMarker("pytest")
 
 @hookspec
 def pytest_gpt_conformance_register(registry):
-    """Register targets (``registry.register(target)``) or policies (``harness.api.register_policy``).
+    """Register targets (``registry.register(target)``) or policies (``gpt_conformance.harness.api.register_policy``).
 
     Called once per session after the ``gpt_conformance.targets`` entry points are loaded.
     """

@@ -1,14 +1,13 @@
 """Pytest glue: the latency tier's options (``--latency-profile``, ``--peak-flops``) and its
-``latency_settings`` fixture. The measuring itself is ``harness.checks.latency``."""
+``latency_settings`` fixture. The measuring itself is ``gpt_conformance.harness.checks.latency``."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-
-from harness.checks.latency import PROFILE_ENV, PROFILES, LatencySettings
-from harness.core.peak_flops import parse_peak_option
+from gpt_conformance.harness.checks.latency import PROFILE_ENV, PROFILES, LatencySettings
+from gpt_conformance.harness.core.peak_flops import parse_peak_option
 
 SETTINGS_KEY = pytest.StashKey[LatencySettings]()
 

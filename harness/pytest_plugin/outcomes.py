@@ -9,8 +9,7 @@ target.
 from __future__ import annotations
 
 import pytest
-
-from harness.core.errors import CheckError, CheckFailed, UnsupportedHere
+from gpt_conformance.harness.core.errors import CheckError, CheckFailed, UnsupportedHere
 
 
 @pytest.hookimpl(wrapper=True)

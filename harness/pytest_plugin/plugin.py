@@ -1,7 +1,7 @@
 """Pytest glue: the pytest plugin: options, target registration and parametrization, hardware gating, records.
 
 Loaded by the ``pytest11`` entry point, wherever pytest starts. Options are checked once at start
-(``harness.pytest_plugin.validate``). Every test that takes a ``target`` argument is
+(``gpt_conformance.harness.pytest_plugin.validate``). Every test that takes a ``target`` argument is
 parametrized over the selected targets and carries the target's hardware marker (``cpu``,
 ``gpu``, ``trn1``). Whether a target can run here is probed when the test is set up, never at
 collection, and a target that cannot run skips with its probe's exact reason.
@@ -16,26 +16,25 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from harness.checks.localize import Budget
-from harness.checks.session import ConformanceSession, Options
-from harness.core.records import RecordWriter
-from harness.core.targets import Target, registry
-from harness.pytest_plugin import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
-from harness.pytest_plugin.rootdir import redo_setup
-from harness.pytest_plugin.validate import (
+from gpt_conformance.harness.checks.localize import Budget
+from gpt_conformance.harness.checks.session import ConformanceSession, Options
+from gpt_conformance.harness.core.records import RecordWriter
+from gpt_conformance.harness.core.targets import Target, registry
+from gpt_conformance.harness.pytest_plugin import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
+from gpt_conformance.harness.pytest_plugin.rootdir import redo_setup
+from gpt_conformance.harness.pytest_plugin.validate import (
     checked_golden_dir,
     checked_gpt2_dir,
     parsed_repro,
     slow_selected,
     writable_dir,
 )
-from harness.report.render import write_session_report
-from reference.checkpoint import GPT2_DIR_ENV
+from gpt_conformance.harness.report.render import write_session_report
+from gpt_conformance.reference.checkpoint import GPT2_DIR_ENV
 
 # The latency tier's options and fixture, the mapping of library exceptions to outcomes, and the
 # check that every test's outcome agrees with its records.
-pytest_plugins = ["harness.pytest_plugin.latency", "harness.pytest_plugin.outcomes", "harness.pytest_plugin.agreement"]
+pytest_plugins = ["gpt_conformance.harness.pytest_plugin.latency", "gpt_conformance.harness.pytest_plugin.outcomes", "gpt_conformance.harness.pytest_plugin.agreement"]
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()

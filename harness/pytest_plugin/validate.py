@@ -11,8 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from harness.checks.properties import load_example
+from gpt_conformance.harness.checks.properties import load_example
 
 
 def writable_dir(value: str | Path, what: str) -> Path:

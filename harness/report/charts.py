@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from harness.report.records_view import as_dict, fmt, key_of, number, status_of
+from gpt_conformance.harness.report.records_view import as_dict, fmt, key_of, number, status_of
 
 
 @dataclass
@@ -133,7 +133,7 @@ def greedy_view(greedy: dict) -> dict | None:
 
 def localization_svg(localization: Any, width: int = 520, height: int = 236) -> dict | None:
     """Each intermediate's (or truncated model's) error against fp64 on a log axis, with eager
-    fp32's error there and the bound, the first divergence marked (``harness.checks.localize``)."""
+    fp32's error there and the bound, the first divergence marked (``gpt_conformance.harness.checks.localize``)."""
     points = [p for p in as_dict(localization).get("points") or [] if isinstance(p, dict)]
     if not points:
         return None

@@ -8,7 +8,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from harness.report.records_view import (
+from gpt_conformance.harness.report.records_view import (
     BAD,
     SEVERITY,
     anchor,

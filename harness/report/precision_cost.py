@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from harness.report.records_view import as_dict, key_of, number, status_of
+from gpt_conformance.harness.report.records_view import as_dict, key_of, number, status_of
 
 
 # --- cost of precision and latency -----------------------------------------------------------
@@ -58,7 +58,7 @@ def precision_cost(records: list[dict]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: r["target"])
 
 
-# The quality metrics of ``python -m harness precision``: (heading, as docs/precision.md names
+# The quality metrics of ``python -m gpt_conformance precision``: (heading, as docs/precision.md names
 # them; the key in a quality record's metrics).
 COST_COLUMNS = (("max error / range", "max_rel"), ("top-1", "top1_agreement"), ("mean KL", "kl_mean"),
                 ("PPL ratio", "ppl_ratio"), ("greedy divergence index", "greedy_divergence_index"))

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.core.records import read_records
+from gpt_conformance.harness.core.records import read_records
 
 # "recorded": measured and shown, not judged (neither green nor red).
 STATUSES = ("error", "fail", "pass", "recorded", "skip")

@@ -15,7 +15,7 @@ Parity: ``metrics`` {name: number}, ``baseline`` {name: number} (eager fp32's er
 Optional sections light up when records carry them:
 
 - ``histogram``: {log10_edges: [n+1], counts: [n]} of |target - fp64| (``abs_error_histogram``).
-- ``localization`` (a failing named-case parity check; ``harness.checks.localize``): {method,
+- ``localization`` (a failing named-case parity check; ``gpt_conformance.harness.checks.localize``): {method,
   summary, first_divergence, depth_independent, points: [{name, status, metric, value, eager,
   bound, first?, blocks?, seconds?}], skipped, notes}: drawn as a per-layer error chart.
 - ``greedy`` (check "greedy"): {first_divergence: token index or null, margin_at_first_divergence,
@@ -48,12 +48,10 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-from harness.report.charts import greedy_view, histogram_svg, latency_chart, localization_svg
-from harness.report.matrix import build_matrix, environments
-from harness.report.precision_cost import precision_cost
-from harness.report.records_view import (
+from gpt_conformance.harness.report.charts import greedy_view, histogram_svg, latency_chart, localization_svg
+from gpt_conformance.harness.report.matrix import build_matrix, environments
+from gpt_conformance.harness.report.precision_cost import precision_cost
+from gpt_conformance.harness.report.records_view import (
     DEFAULT_MAX_DETAILS,
     DEFAULT_TREND_THRESHOLD,
     KNOWN_KEYS,
@@ -68,7 +66,8 @@ from harness.report.records_view import (
     status_of,
     utc,
 )
-from harness.report.trend import trend
+from gpt_conformance.harness.report.trend import trend
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 

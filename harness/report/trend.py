@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from harness.report.records_view import (
+from gpt_conformance.harness.report.records_view import (
     BAD,
     DEFAULT_TREND_THRESHOLD,
     SEVERITY,

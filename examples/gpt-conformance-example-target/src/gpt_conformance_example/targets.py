@@ -11,8 +11,7 @@ import math
 
 import numpy as np
 import torch
-
-from harness.api import Capabilities, Requirements, Target, TolerancePolicy, get_policy, register_policy
+from gpt_conformance.harness.api import Capabilities, Requirements, Target, TolerancePolicy, get_policy, register_policy
 
 # A precision class of our own. NumPy's BLAS reorders float32 reductions exactly as compilers do,
 # so its gates are those of the built-in fp32-reassoc class; a plugin could define any gates here.
