@@ -7,7 +7,7 @@ checked (see ``gpt_conformance.harness.checks.decode``). Each comparison is reco
 margin there and both texts.
 
 - The shipped Zen-of-Python char model (``reference/zen``) runs everywhere.
-- GPT-2 124M (slow: with ``--slow``) runs from a local Hugging Face directory given by ``--gpt2-dir PATH`` or
+- GPT-2 124M (slow: with ``--slow``) runs from a local Hugging Face directory given by ``--gpt2-dir=PATH`` or
   ``$GPT_CONFORMANCE_GPT2_DIR``; without one these cases skip and say so.
 """
 
@@ -20,6 +20,8 @@ from gpt_conformance.harness.checks.session import assert_verdict
 from gpt_conformance.reference.checkpoint import from_pretrained
 from gpt_conformance.reference.tokenizers import gpt2_tokenizer
 from gpt_conformance.reference.train import load_zen_model
+
+pytestmark = pytest.mark.gpt_conformance  # a harness test (harness/pytest_plugin/markers.py)
 
 # Prompts whose continuation the shipped model has memorised (the expected text itself is
 # checked against the Zen of Python in tests/test_zen_model.py).

@@ -19,7 +19,7 @@ from gpt_conformance.reference.model import GPT, GPTConfig
 from gpt_conformance.reference.train import load_zen_model
 from gpt_conformance.targets.eager import EagerTarget
 
-pytestmark = pytest.mark.latency
+pytestmark = [pytest.mark.gpt_conformance, pytest.mark.latency]  # harness/pytest_plugin/markers.py
 
 # The tiny model is the shipped Zen-of-Python char model (reference/zen/: vocab 45, 2 layers of
 # width 64, block 64); the other shapes are seeded random models of the named architectures.

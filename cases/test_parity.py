@@ -9,6 +9,8 @@ import pytest
 from gpt_conformance.harness.checks.session import assert_verdict
 from gpt_conformance.reference.cases import ALL_CASES
 
+pytestmark = pytest.mark.gpt_conformance  # a harness test (harness/pytest_plugin/markers.py)
+
 CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.slow else []) for spec in ALL_CASES]
 
 

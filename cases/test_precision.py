@@ -23,6 +23,8 @@ from gpt_conformance.reference.cases import ALL_CASES
 from gpt_conformance.reference.goldens import reference_outputs
 from gpt_conformance.reference.train import load_zen_model, zen_of_python
 
+pytestmark = pytest.mark.gpt_conformance  # a harness test (harness/pytest_plugin/markers.py)
+
 CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.slow else []) for spec in ALL_CASES]
 
 

@@ -9,7 +9,7 @@ consistency, loss consistency; see ``harness/checks/properties.py`` for what eac
   failing explicit example without shrinking it: a bug they catch would hide the shrunk one.
 - ``test_found_example`` replays each input that a search found and ``found_examples.json`` keeps
   (a bug, or a false alarm that moved a bound), on every target, one test each.
-- ``test_property_repro`` replays one printed example alone (``--repro=<json>`` or ``--repro-file PATH``).
+- ``test_property_repro`` replays one printed example alone (``--repro=<json>`` or ``--repro-file=PATH``).
 """
 
 import json
@@ -23,6 +23,8 @@ from gpt_conformance.reference.cases import NAMED_CASES
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+
+pytestmark = pytest.mark.gpt_conformance  # a harness test (harness/pytest_plugin/markers.py)
 
 
 def test_properties(target, conformance, pytestconfig):
@@ -44,7 +46,7 @@ def pin_named_cases(test):
     return test
 
 
-@settings(phases=[Phase.explicit])
+@settings(property_settings(), phases=[Phase.explicit])
 @pin_named_cases
 @given(data=st.data())
 def test_named_properties(target, conformance, pytestconfig, data):

@@ -11,6 +11,8 @@ import pytest
 from gpt_conformance.harness.api import DEVICE_MARKERS
 from gpt_conformance.harness.core.probes import AVAILABLE, probe_cuda, probe_neuron_device
 
+pytestmark = pytest.mark.gpt_conformance  # a harness test (harness/pytest_plugin/markers.py)
+
 TIERS = [pytest.param(device, id=marker, marks=[getattr(pytest.mark, marker)]) for device, marker in DEVICE_MARKERS.items()]
 DEVICE_PROBES = {"cpu": lambda: AVAILABLE, "cuda": probe_cuda, "neuron": probe_neuron_device}
 

@@ -24,16 +24,15 @@ class PytestRun(NamedTuple):
 
 
 def run_pytest(*args: str, report_dir: Path, cwd: Path = ROOT, pythonpath: tuple[Path, ...] = (),
-               timeout: int = 900, spaced: bool = False) -> PytestRun:
+               timeout: int = 900) -> PytestRun:
     """``python -m pytest --report-dir=REPORT_DIR ARGS`` in ``cwd`` (default: the repository root),
-    with ``pythonpath`` and the repository importable, and a run id of its own. ``spaced`` passes
-    ``--report-dir REPORT_DIR`` as two arguments instead, as users often type it."""
+    with ``pythonpath`` and the repository importable, and a run id of its own."""
     junit = report_dir.parent / f"{report_dir.name}-junit.xml"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([*(str(p) for p in pythonpath), str(ROOT), env.get("PYTHONPATH", "")])
     env.pop("GPT_CONFORMANCE_RUN_ID", None)
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
-           *(["--report-dir", str(report_dir)] if spaced else [f"--report-dir={report_dir}"]), *args]
+           f"--report-dir={report_dir}", *args]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     records = read_records([report_dir]) if report_dir.exists() else []
     outcomes = {}

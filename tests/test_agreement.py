@@ -12,6 +12,8 @@ from tests.runner import run_pytest
 PLANTED_CASES = textwrap.dedent('''
     import pytest
 
+    pytestmark = pytest.mark.gpt_conformance
+
     def test_passes_but_records_a_fail(target, conformance):
         conformance.record(target, "planted", "planted", None, {}, None, None, status="fail", message="planted")
 

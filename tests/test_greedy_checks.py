@@ -150,7 +150,7 @@ def test_gpt2_cases_follow_the_environment_variable(tiny_gpt2_dir, tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     without = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, check=False)
     assert without.returncode == 0 and "4 skipped" in without.stdout
-    assert "--gpt2-dir PATH or $GPT_CONFORMANCE_GPT2_DIR" in without.stdout
+    assert "--gpt2-dir=PATH or $GPT_CONFORMANCE_GPT2_DIR" in without.stdout
     with_dir = subprocess.run(command, env={**env, "GPT_CONFORMANCE_GPT2_DIR": str(path)}, cwd=root,
                               capture_output=True, text=True, check=False)
     assert with_dir.returncode == 0 and "4 passed" in with_dir.stdout, with_dir.stdout[-3000:]

@@ -11,6 +11,7 @@ import pytest
 from gpt_conformance.harness.checks.properties import REPRO_TEST
 from gpt_conformance.harness.checks.strategies import named_example
 from gpt_conformance.harness.pytest_plugin import validate
+from gpt_conformance.harness.pytest_plugin.path_options import PATH_OPTIONS
 from gpt_conformance.reference.cases import NAMED_CASES
 from gpt_conformance.reference.checkpoint import GPT2_DIR_ENV
 from gpt_conformance.reference.goldens import GOLDEN_DIR
@@ -47,8 +48,8 @@ def test_corrupt_golden_is_an_error_not_a_pass_nor_regenerated(tmp_path):
     meta["sha256"] = "0" * 64
     (goldens / "seed.json").write_text(json.dumps(meta))
     before = (goldens / "seed.safetensors").read_bytes()
-    proc, records, _ = run_pytest("cases/test_parity.py", "-k", "seed", "--target", "eager", "--golden-dir",
-                               str(goldens), report_dir=tmp_path / "records")
+    proc, records, _ = run_pytest("cases/test_parity.py", "-k", "seed", "--target", "eager", f"--golden-dir={goldens}",
+                                  report_dir=tmp_path / "records")
     assert proc.returncode == 1
     got = statuses(records)
     assert got[("eager", "seed")] == "error"
@@ -74,35 +75,44 @@ def assert_project_config(proc) -> None:
 
 
 def test_existing_dirs_outside_the_checkout_given_as_option_values_work_twice_in_a_row(tmp_path):
-    # pytest took an existing directory after --report-dir (or --golden-dir) for a test path,
-    # rooted the run there and never read pyproject.toml (harness/pytest_plugin/rootdir.py).
-    # run_pytest's -q hides the header that names rootdir; -v cancels it.
+    # An existing directory given --opt=VALUE is never taken for a test path: pytest reads
+    # pyproject.toml (run_pytest's -q hides the header that names rootdir; -v cancels it).
     report_dir, goldens = tmp_path / "records", copy_goldens(tmp_path / "goldens")
     report_dir.mkdir()
     for run in (1, 2):
-        proc, records, _ = run_pytest(*EAGER_SEED, "-v", "--golden-dir", str(goldens), report_dir=report_dir,
-                                      spaced=True)
+        proc, records, _ = run_pytest(*EAGER_SEED, "-v", f"--golden-dir={goldens}", report_dir=report_dir)
         assert_project_config(proc)
         assert len(records) == 4 * run and {r["status"] for r in records} == {"pass"}
 
 
-@pytest.mark.parametrize("spaced", [True, False], ids=["--opt VALUE", "--opt=VALUE"])
-def test_options_work_from_another_directory(tmp_path, spaced):
+@pytest.mark.parametrize("option", PATH_OPTIONS)
+def test_a_path_option_given_after_a_space_is_a_usage_error_saying_what_to_write(tmp_path, option):
+    """pytest would take the value for a test path and root the run there (path_options.py)."""
+    proc, records, _ = run_pytest(*EAGER_SEED, option, str(tmp_path), report_dir=tmp_path / "records")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout[-3000:] + proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line] == [
+        f"ERROR: {option} {tmp_path}: write {option}={tmp_path} (pytest takes a path given after a space for a "
+        "test path, and would root the run there)"]
+    assert records == [] and not (tmp_path / "records").exists()
+
+
+def test_options_work_from_another_directory(tmp_path):
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     proc, records, _ = run_pytest(str(ROOT / "cases" / "test_parity.py"), "-k", "seed", "--target", "eager", "-v",
-                                  report_dir=tmp_path / "records", cwd=cwd, spaced=spaced)
+                                  report_dir=tmp_path / "records", cwd=cwd)
     assert_project_config(proc)
     assert len(records) == 4 and {r["status"] for r in records} == {"pass"}
 
 
 @pytest.mark.slow
-def test_report_dir_given_as_two_arguments_works_with_xdist(tmp_path):
+def test_report_dir_works_with_xdist_and_every_worker_writes_the_run_of_the_controller(tmp_path):
     report_dir = tmp_path / "records"
     report_dir.mkdir()
-    proc, records, _ = run_pytest(*EAGER_SEED, "-n", "2", "-v", report_dir=report_dir, spaced=True)
+    proc, records, _ = run_pytest(*EAGER_SEED, "-n", "2", "-v", report_dir=report_dir)
     assert_project_config(proc)
     assert len(records) == 4 and {r["status"] for r in records} == {"pass"}
+    assert len({r["run_id"] for r in records}) == 1  # through xdist's workerinput, not the environment
     assert {p.name.rsplit("-", 1)[1] for p in report_dir.glob("records-*.jsonl")} == {"gw0.jsonl", "gw1.jsonl"}
 
 
@@ -110,7 +120,7 @@ def test_repro_file_replays_the_example(tmp_path):
     model_case, inp = named_example(NAMED_CASES[0])
     example = tmp_path / "example.json"
     example.write_text(json.dumps({"target": "eager", "model": model_case.to_dict(), "input": inp.to_dict()}))
-    proc, records, _ = run_pytest(f"{REPRO_TEST}[eager]", "--target", "eager", "--repro-file", str(example),
+    proc, records, _ = run_pytest(f"{REPRO_TEST}[eager]", "--target", "eager", f"--repro-file={example}",
                                   report_dir=tmp_path / "records")
     assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr
     assert {r["check"] for r in records} >= {"property-parity-logits", "causality"}
@@ -125,16 +135,16 @@ def bad_options(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
                                     f"cannot write records to {a_file}/records: Not a directory"),
         "repro not JSON": (["--repro={not json", "-m", "cpu"], "--repro: not a property example (JSONDecodeError: "),
         "repro @file": (["--repro=@/nonexistent/example.json"],
-                        "--repro takes the JSON itself; for a file use --repro-file /nonexistent/example.json"),
-        "repro file missing": (["--repro-file", "/nonexistent/example.json"],
+                        "--repro takes the JSON itself; for a file use --repro-file=/nonexistent/example.json"),
+        "repro file missing": (["--repro-file=/nonexistent/example.json"],
                                "--repro-file /nonexistent/example.json: No such file or directory"),
-        "repro file not JSON": (["--repro-file", str(a_file)], f"--repro-file {a_file}: not a property example"),
-        "repro twice": (["--repro-file", str(a_file), "--repro={}"], "--repro and --repro-file: give one"),
-        "gpt2 dir without --slow": (["--gpt2-dir", str(tmp_path)],
+        "repro file not JSON": ([f"--repro-file={a_file}"], f"--repro-file {a_file}: not a property example"),
+        "repro twice": ([f"--repro-file={a_file}", "--repro={}"], "--repro and --repro-file: give one"),
+        "gpt2 dir without --slow": ([f"--gpt2-dir={tmp_path}"],
                                     f"--gpt2-dir {tmp_path}: the GPT-2 greedy cases are slow"),
-        "gpt2 dir missing": (["--gpt2-dir", "/nonexistent", "--slow"], "--gpt2-dir /nonexistent: not a directory"),
-        "golden dir missing": (["--golden-dir", "/nonexistent"], "--golden-dir /nonexistent: not a directory"),
-        "golden dir unwritable": (["--golden-dir", f"{a_file}/goldens", "--update-goldens"],
+        "gpt2 dir missing": (["--gpt2-dir=/nonexistent", "--slow"], "--gpt2-dir /nonexistent: not a directory"),
+        "golden dir missing": (["--golden-dir=/nonexistent"], "--golden-dir /nonexistent: not a directory"),
+        "golden dir unwritable": ([f"--golden-dir={a_file}/goldens", "--update-goldens"],
                                   f"cannot write goldens to {a_file}/goldens: Not a directory"),
         "peak flops of an unknown device": (["--peak-flops", "tpu=1e12"],
                                             "unknown device kind 'tpu'; known: cpu, cuda, neuron"),
@@ -176,6 +186,6 @@ def test_report_dir_on_a_read_only_filesystem_is_a_usage_error(tmp_path, monkeyp
 
 @pytest.mark.parametrize("args", [["--slow"], ["-m", "slow"]])
 def test_gpt2_dir_with_the_slow_tests_or_from_the_environment_is_accepted(pytester, monkeypatch, tmp_path, args):
-    assert pytester.runpytest_inprocess("--gpt2-dir", str(tmp_path), *args).ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert pytester.runpytest_inprocess(f"--gpt2-dir={tmp_path}", *args).ret == pytest.ExitCode.NO_TESTS_COLLECTED
     monkeypatch.setenv(GPT2_DIR_ENV, str(tmp_path))  # a standing default: no error in runs without the slow tests
     assert pytester.runpytest_inprocess().ret == pytest.ExitCode.NO_TESTS_COLLECTED

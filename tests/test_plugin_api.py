@@ -8,9 +8,12 @@ message, never a pass and never a crash of the whole run.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 from gpt_conformance.harness import api
@@ -19,6 +22,7 @@ from gpt_conformance.harness.core.records import read_records
 from gpt_conformance.reference.cases import NAMED_CASES
 
 from tests.runner import ROOT, run_pytest
+from tests.test_packaging import PYPROJECT, assert_foreign_suite_untouched
 
 EXAMPLE = ROOT / "examples" / "gpt-conformance-example-target"
 # The nanoGPT named cases that need no GPT-2-sized model, x (logits, loss). The example
@@ -58,6 +62,93 @@ def test_example_target_installed_is_found_through_its_entry_point(tmp_path):
     proc, _, outcomes = run_pytest(*FAST_CASES, "--target", "example-numpy", pythonpath=(site,), report_dir=tmp_path / "reports")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(outcomes) == 2 * len(FAST_NANOGPT_CASES) and set(outcomes.values()) == {"passed"}, outcomes
+
+
+# What a checkout holds that a wheel is not built from (and that may be large: virtual environments).
+NOT_BUILT_FROM = shutil.ignore_patterns(".git", ".venv*", "build", "*.egg-info", "__pycache__", "reports", "site",
+                                        ".hypothesis", ".benchmarks", ".pytest_cache")
+# A backend author's own ini: strict markers, and nothing of gpt-conformance's configuration.
+AUTHOR_INI = "[pytest]\naddopts = --strict-markers\n"
+
+
+def pip(python: Path | str, *args: str) -> None:
+    proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *args], capture_output=True, text=True,
+                          timeout=1200, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def build_wheel(tmp_path: Path) -> Path:
+    """The wheel of a copy of this checkout (a build writes build/ and *.egg-info beside its sources)."""
+    source, wheels = tmp_path / "gpt-conformance", tmp_path / "wheels"
+    shutil.copytree(ROOT, source, ignore=NOT_BUILT_FROM)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                           "-w", str(wheels), str(source)], capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = wheels.glob("gpt_conformance-*.whl")
+    return wheel
+
+
+def assert_wheel_holds_every_package_file(wheel: Path) -> None:
+    """Every module, template, golden and case file of the checkout, at its place in the package."""
+    held = set(zipfile.ZipFile(wheel).namelist())
+    for package, folder in PYPROJECT["tool"]["setuptools"]["package-dir"].items():
+        for path in (ROOT / folder).iterdir():
+            if path.is_file() and path.suffix not in (".pyc",) and not path.name.startswith("."):
+                name = f"{package.replace('.', '/')}/{path.name}"
+                assert name in held or path.suffix == ".md", name
+
+
+def junit_outcomes(path: Path) -> dict[str, str]:
+    import xml.etree.ElementTree as ET
+
+    outcomes = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        outcomes[f"{case.get('classname').rsplit('.', 1)[-1]}::{case.get('name')}"] = kinds[0] if kinds else "passed"
+    return outcomes
+
+
+@pytest.mark.slow
+def test_the_wheel_runs_the_cpu_suite_against_an_installed_target_from_anywhere(tmp_path):
+    """A backend author's venv: the wheel built from this checkout and the example package, nothing
+    else of the checkout. From a directory of their own, under their own strict-markers ini, the
+    documented command runs the full CPU suite against their target, green; it collects the tests
+    the checkout collects; and their own test suite in that venv runs as if gpt-conformance were
+    not installed."""
+    pytest.importorskip("setuptools", reason="building the wheel needs setuptools in this venv")
+    wheel = build_wheel(tmp_path)
+    assert_wheel_holds_every_package_file(wheel)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    example = tmp_path / "example"
+    shutil.copytree(EXAMPLE, example, ignore=NOT_BUILT_FROM)
+    torch_pin = f"torch=={__import__('torch').__version__.split('+')[0]}"  # the CPU wheel this venv has
+    pip(python, torch_pin, str(wheel), str(example))
+
+    theirs = tmp_path / "their-repo"
+    theirs.mkdir()
+    (theirs / "pytest.ini").write_text(AUTHOR_INI)
+    junit = tmp_path / "wheel-junit.xml"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GPT_CONFORMANCE_RUN_ID")}
+    proc = subprocess.run([str(python), "-m", "pytest", "--pyargs", "gpt_conformance.cases", "-m", "cpu",
+                           "--target", "example-numpy", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
+                           f"--report-dir={tmp_path / 'records'}"], cwd=theirs, env=env, capture_output=True,
+                          text=True, timeout=1800, check=False)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr
+    installed = junit_outcomes(junit)
+    assert installed and set(installed.values()) <= {"passed", "skipped"}, installed
+    records = read_records([tmp_path / "records"])
+    assert records and {r["target"] for r in records} == {"example-numpy"}
+    assert not {r["status"] for r in records} & {"fail", "error"}
+
+    checkout = run_pytest("cases", "-m", "cpu", "--target", "example-numpy", "--collect-only",
+                          "-p", "gpt_conformance_example.plugin", pythonpath=(EXAMPLE / "src",),
+                          report_dir=tmp_path / "checkout-records")
+    collected = {line.split("/")[-1] for line in checkout.proc.stdout.splitlines() if "::" in line}
+    assert collected == {name.replace("::", ".py::", 1) for name in installed}, checkout.proc.stdout[-3000:]
+
+    assert_foreign_suite_untouched(str(python), tmp_path / "their-suite")
 
 
 def test_broken_plugin_targets_are_errors_with_their_message_never_passes(tmp_path):

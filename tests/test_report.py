@@ -292,7 +292,7 @@ def run_inner_pytest(tmp_path: Path, *args: str, n: int = 2) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if k not in ("GPT_CONFORMANCE_RUN_ID", "PYTEST_XDIST_WORKER")}
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "gpt_conformance.harness.pytest_plugin.plugin", "-p", "no:cacheprovider",
-                           "--report-dir", str(tmp_path / "reports"), "test_inner.py", *args],
+                           f"--report-dir={tmp_path / 'reports'}", "test_inner.py", *args],
                           check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -69,11 +69,11 @@ def _jsonable(value: Any) -> Any:
 
 
 class RecordWriter:
-    """Appends records to ``path`` (JSON Lines), one flushed line per check."""
+    """Appends records to ``path`` (JSON Lines), one flushed line per check. Its directory is created
+    with the first record: a run that writes none leaves nothing behind."""
 
     def __init__(self, path: str | Path, run_id: str):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id
         self.count = 0
 
@@ -81,6 +81,7 @@ class RecordWriter:
         full = {"schema": RECORD_SCHEMA, "run_id": self.run_id, "time": time.time(), **record,
                 "environment": environment()}
         line = json.dumps(_jsonable(full), sort_keys=True, allow_nan=False)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()

@@ -1,10 +1,12 @@
 """Pytest glue: the pytest plugin: options, target registration and parametrization, hardware gating, records.
 
-Loaded by the ``pytest11`` entry point, wherever pytest starts. Options are checked once at start
-(``gpt_conformance.harness.pytest_plugin.validate``). Every test that takes a ``target`` argument is
-parametrized over the selected targets and carries the target's hardware marker (``cpu``,
-``gpu``, ``trn1``). Whether a target can run here is probed when the test is set up, never at
-collection, and a target that cannot run skips with its probe's exact reason.
+Loaded by the ``pytest11`` entry point, wherever pytest starts, so it is inert until asked: in a
+run that collects no test marked ``gpt_conformance`` (every module of ``gpt_conformance.cases`` is)
+and passes none of its options, it parametrizes, deselects, writes and prints nothing, and sets no
+environment variable. Options are checked once at start (``validate``). Every marked test that
+takes a ``target`` argument is parametrized over the selected targets and carries the target's
+hardware marker (``cpu``, ``gpu``, ``trn1``). Whether a target can run here is probed when the test
+is set up, never at collection, and a target that cannot run skips with its probe's exact reason.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from gpt_conformance.harness.checks.session import ConformanceSession, Options
 from gpt_conformance.harness.core.records import RecordWriter
 from gpt_conformance.harness.core.targets import Target, registry
 from gpt_conformance.harness.pytest_plugin import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
-from gpt_conformance.harness.pytest_plugin.rootdir import redo_setup
+from gpt_conformance.harness.pytest_plugin.markers import MARKERS, is_conformance_test
+from gpt_conformance.harness.pytest_plugin.path_options import refuse_spaced_path_options
 from gpt_conformance.harness.pytest_plugin.validate import (
     checked_golden_dir,
     checked_gpt2_dir,
@@ -41,51 +44,79 @@ ENTRY_POINT_ERRORS = pytest.StashKey[list]()
 SLOW_DESELECTED = pytest.StashKey[int]()
 REPORT_KEY = pytest.StashKey[str]()
 REPRO_KEY = pytest.StashKey[tuple | None]()
+ACTIVE_KEY = pytest.StashKey[bool]()
+# The run id's key in xdist's workerinput: every worker writes records under the controller's id.
+RUN_ID_INPUT = "gpt_conformance_run_id"
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
+# Each option's dest and default: a run that changes none of them and collects no conformance test
+# is not a gpt-conformance run (see ``active``).
+OPTION_DEFAULTS: dict[str, object] = {}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gpt-conformance", "GPT conformance harness")
-    group.addoption("--target", action="append", default=[], metavar="NAME",
+
+    def addoption(*names: str, **kwargs) -> None:
+        group.addoption(*names, **kwargs)
+        OPTION_DEFAULTS[names[0].lstrip("-").replace("-", "_")] = kwargs.get("default")
+
+    addoption("--target", action="append", default=[], metavar="NAME",
                     help="run only this target (repeatable); default: every registered target, "
                          "those that cannot run here skip with the reason")
-    group.addoption("--update-goldens", action="store_true", default=False,
+    addoption("--update-goldens", action="store_true", default=False,
                     help="regenerate reference/goldens/ for the named cases before checking them")
-    group.addoption("--golden-dir", default=None, metavar="DIR",
+    addoption("--golden-dir", default=None, metavar="DIR",
                     help="read (and with --update-goldens, write) named-case goldens here "
-                         "(default: reference/goldens/)")
-    group.addoption("--report-dir", default="reports", metavar="DIR",
-                    help="where JSON-Lines records are written (default: reports/)")
-    group.addoption("--slow", action="store_true", default=False,
+                         "(default: reference/goldens/); write --golden-dir=DIR")
+    addoption("--report-dir", default="reports", metavar="DIR",
+                    help="where JSON-Lines records are written (default: reports/); write --report-dir=DIR")
+    addoption("--slow", action="store_true", default=False,
                     help="also run tests marked slow (GPT-2-sized shapes, inductor, onnxruntime); "
                          "they are deselected by default unless -m names the slow marker")
-    group.addoption("--list-targets", action="store_true", default=False,
+    addoption("--list-targets", action="store_true", default=False,
                     help="print the registered targets, whether each can run here and why not, then exit")
-    group.addoption("--gpt2-dir", default=None, metavar="PATH",
-                    help=f"local Hugging Face GPT-2 directory (config.json + model.safetensors) for the GPT-2 "
-                         f"greedy cases, which are slow (needs --slow); default ${GPT2_DIR_ENV}; without it they skip")
-    group.addoption("--localize-prepares", type=int, default=Budget.max_prepares, metavar="N",
+    addoption("--gpt2-dir", default=None, metavar="PATH",
+                    help=f"local Hugging Face GPT-2 directory (config.json + model.safetensors; write --gpt2-dir=PATH) "
+                         f"for the GPT-2 greedy cases, which are slow (needs --slow); default ${GPT2_DIR_ENV}; without it they skip")
+    addoption("--localize-prepares", type=int, default=Budget.max_prepares, metavar="N",
                     help="a failing named case of a black-box target is located by bisecting truncated models: "
                          f"at most N prepares per failure (default {Budget.max_prepares}; 0: no bisection)")
-    group.addoption("--localize-seconds", type=float, default=Budget.max_seconds, metavar="S",
+    addoption("--localize-seconds", type=float, default=Budget.max_seconds, metavar="S",
                     help=f"... and at most S seconds per failure (default {Budget.max_seconds:g})")
-    group.addoption("--repro", default=None, metavar="JSON",
+    addoption("--repro", default=None, metavar="JSON",
                     help="replay one property example (the JSON a failing property test prints; write "
                          "--repro=JSON) in the tests marked repro; without it those tests are deselected")
-    group.addoption("--repro-file", default=None, metavar="PATH",
-                    help="the same as --repro, with the JSON read from the file PATH")
+    addoption("--repro-file", default=None, metavar="PATH",
+                    help="the same as --repro, with the JSON read from the file PATH (write --repro-file=PATH)")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
-    # Before anything reads the configuration: see harness/pytest_plugin/rootdir.py.
-    redo_setup(early_config, args)
+    # The first hook that sees the command line with the plugin loaded: see path_options.py.
+    refuse_spaced_path_options(args)
+
+
+def options_given(config: pytest.Config) -> bool:
+    return any(config.getoption(dest) != default for dest, default in OPTION_DEFAULTS.items())
+
+
+def active(config: pytest.Config) -> bool:
+    """Whether this is a gpt-conformance run: one of its options given, or a conformance test
+    collected here, or (on an xdist controller, which collects nothing) a record of this run written."""
+    if config.stash.get(ACTIVE_KEY, False):
+        return True
+    session = config.stash.get(SESSION_KEY, None)
+    return session is not None and any(session.options.report_dir.glob(f"records-{session.writer.run_id}-*.jsonl"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
     errors = registry.load_entry_points() if not len(registry) else []
     built_in = [str(e) for e in errors if e.built_in]
     if built_in:
@@ -96,13 +127,16 @@ def pytest_configure(config: pytest.Config) -> None:
     unknown = [n for n in config.getoption("target") if n not in registry]
     if unknown:
         raise pytest.UsageError(f"--target {', '.join(unknown)}: unknown target; registered: {registry.names()}")
-    report_dir = writable_dir(config.getoption("report_dir"), "records")
+    report_dir = Path(config.getoption("report_dir"))
+    config.stash[ACTIVE_KEY] = options_given(config)
+    if config.stash[ACTIVE_KEY]:
+        writable_dir(report_dir, "records", create=False)
     golden_dir = checked_golden_dir(config)
     checked_gpt2_dir(config)
     config.stash[REPRO_KEY] = parsed_repro(config)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    run_id = os.environ.get("GPT_CONFORMANCE_RUN_ID") or time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    os.environ["GPT_CONFORMANCE_RUN_ID"] = run_id  # xdist workers inherit it, so they share the run id
+    run_id = (getattr(config, "workerinput", {}).get(RUN_ID_INPUT) or os.environ.get("GPT_CONFORMANCE_RUN_ID")
+              or time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
     writer = RecordWriter(report_dir / f"records-{run_id}-{worker}.jsonl", run_id)
     options = Options(report_dir=report_dir, update_goldens=config.getoption("update_goldens"),
                       selected=config.getoption("target"),
@@ -111,10 +145,12 @@ def pytest_configure(config: pytest.Config) -> None:
         options.golden_dir = golden_dir
     session = ConformanceSession(registry, writer, options)
     config.stash[SESSION_KEY] = session
-    if not hasattr(config, "workerinput"):  # once per run, not once per xdist worker
-        for error in errors:  # a third-party target that failed to load is an error verdict
-            writer.write({"target": error.name, "case": "load", "check": "load", "status": "error",
-                          "message": str(error)})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: each worker gets the controller's run id, so all of them write one run's records."""
+    node.workerinput[RUN_ID_INPUT] = node.config.stash[SESSION_KEY].writer.run_id
 
 
 def selected_targets(config: pytest.Config) -> list[Target]:
@@ -123,7 +159,7 @@ def selected_targets(config: pytest.Config) -> list[Target]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "target" not in metafunc.fixturenames:
+    if "target" not in metafunc.fixturenames or not is_conformance_test(metafunc.definition):
         return
     params = [pytest.param(t, id=t.name, marks=[getattr(pytest.mark, m) for m in (t.marker, *t.marks)])
               for t in selected_targets(metafunc.config)]
@@ -150,7 +186,7 @@ def gpt2_dir(request: pytest.FixtureRequest) -> Path:
     """The local GPT-2 directory from ``--gpt2-dir`` / ``$GPT_CONFORMANCE_GPT2_DIR``; skips without one."""
     value = request.config.getoption("gpt2_dir") or os.environ.get(GPT2_DIR_ENV)
     if not value:
-        pytest.skip(f"GPT-2 cases need a local Hugging Face GPT-2 directory: --gpt2-dir PATH or ${GPT2_DIR_ENV}")
+        pytest.skip(f"GPT-2 cases need a local Hugging Face GPT-2 directory: --gpt2-dir=PATH or ${GPT2_DIR_ENV}")
     path = Path(value)
     if not path.is_dir():
         pytest.fail(f"--gpt2-dir {value}: not a directory", pytrace=False)
@@ -174,12 +210,22 @@ def targets_under_test(request: pytest.FixtureRequest) -> list[Target]:
     return selected_targets(request.config)
 
 
+def deselect(config: pytest.Config, items: list[pytest.Item], marker: str, among=is_conformance_test) -> int:
+    """Deselect the tests marked ``marker`` ``among`` the items (the conformance tests, never another
+    suite's); how many."""
+    chosen = [item for item in items if item.get_closest_marker(marker) and among(item)]
+    if chosen:
+        config.hook.pytest_deselected(items=chosen)
+        items[:] = [item for item in items if item not in chosen]
+    return len(chosen)
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.stash[ACTIVE_KEY] and any(is_conformance_test(item) for item in items):
+        writable_dir(Path(config.getoption("report_dir")), "records", create=False)  # before any test computes
+        config.stash[ACTIVE_KEY] = True
     if config.stash[REPRO_KEY] is None:
-        replays = [item for item in items if item.get_closest_marker("repro")]
-        if replays:
-            config.hook.pytest_deselected(items=replays)
-            items[:] = [item for item in items if not item.get_closest_marker("repro")]
+        deselect(config, items, "repro")
     if config.getoption("list_targets"):
         lines = ["registered targets:"]
         for target in selected_targets(config):
@@ -192,11 +238,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items.clear()
         return
     if not slow_selected(config):
-        slow = [item for item in items if item.get_closest_marker("slow")]
-        if slow:
-            config.hook.pytest_deselected(items=slow)
-            items[:] = [item for item in items if not item.get_closest_marker("slow")]
-            config.stash[SLOW_DESELECTED] = len(slow)
+        config.stash[SLOW_DESELECTED] = config.stash.get(SLOW_DESELECTED, 0) + deselect(config, items, "slow")
 
 
 def write_phase_seconds(conformance: ConformanceSession) -> None:
@@ -210,7 +252,7 @@ def write_phase_seconds(conformance: ConformanceSession) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
-    if session is None:
+    if session is None or not active(config):
         return
     tr = terminalreporter
     for err in config.stash[ENTRY_POINT_ERRORS]:
@@ -235,14 +277,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    conformance = session.config.stash.get(SESSION_KEY, None)
-    if conformance is not None and conformance.phase_seconds:
+    config = session.config
+    conformance = config.stash.get(SESSION_KEY, None)
+    if conformance is None or not active(config):
+        return
+    if conformance.phase_seconds:
         write_phase_seconds(conformance)
-    if not hasattr(session.config, "workerinput") and SESSION_KEY in session.config.stash:
+    if not hasattr(config, "workerinput"):
         # Only the controller: it sees every xdist worker's record file of this run.
-        writer = session.config.stash[SESSION_KEY].writer
-        session.config.stash[REPORT_KEY] = write_session_report(writer.path.parent, writer.run_id)
-    if session.config.getoption("list_targets") and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        for error in config.stash[ENTRY_POINT_ERRORS]:  # a third-party target that failed to load
+            conformance.writer.write({"target": error.name, "case": "load", "check": "load", "status": "error",
+                                      "message": str(error)})
+        config.stash[REPORT_KEY] = write_session_report(conformance.writer.path.parent, conformance.writer.run_id)
+    if config.getoption("list_targets") and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.OK
-    elif session.config.stash.get(ENTRY_POINT_ERRORS, []) and exitstatus == pytest.ExitCode.OK:
+    elif config.stash[ENTRY_POINT_ERRORS] and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a target that failed to load is never a green run

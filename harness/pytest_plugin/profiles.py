@@ -1,6 +1,6 @@
 """Pytest glue: Hypothesis settings profiles, chosen with ``--hypothesis-profile``.
 
-- ``dev`` (default): few examples, so ``pytest -m cpu`` stays fast on a 2-core laptop, and
+- ``dev`` (the conformance tests' default): few examples, so ``pytest -m cpu`` stays fast on a 2-core laptop, and
   derandomized with no database: the same command on the same code draws the same examples and
   gives the same verdicts. (A random dev profile made the main job red on 4 of 7 fresh clones,
   and its database replayed and re-shrank one false alarm on every later run.)
@@ -10,6 +10,10 @@
   for every run with an ``@example`` in ``cases/test_properties.py``.
 
 Deadlines are off everywhere: a target's first call compiles or exports.
+
+Registering a profile loads none: the plugin loads with every pytest run in the venv, and another
+suite's Hypothesis settings stay its own. The conformance tests take theirs from
+``property_settings``, which reads ``dev`` where no profile was chosen.
 """
 
 from hypothesis import HealthCheck, settings
@@ -19,7 +23,6 @@ COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, Health
 settings.register_profile("dev", max_examples=10, derandomize=True, database=None, **COMMON)
 settings.register_profile("ci", max_examples=25, derandomize=True, database=None, print_blob=True, **COMMON)
 settings.register_profile("nightly", max_examples=300, print_blob=True, **COMMON)
-settings.load_profile("dev")
 
 # Property tests (cases/test_properties.py) build and prepare a new model in every example (an
 # export, a compile: seconds on a backend) and check several inputs on it, so they run fewer
@@ -28,11 +31,17 @@ settings.load_profile("dev")
 PROPERTY_EXAMPLES = {"dev": 2, "ci": 8, "nightly": 100}
 
 
-def property_settings(profile: str | None = None) -> settings:
-    """The settings of property tests under ``profile`` (default: the profile loaded now)."""
+def chosen_profile() -> str:
+    """The profile loaded now (``--hypothesis-profile``), or ``dev`` where none was chosen."""
     current = getattr(settings, "get_current_profile_name", None)
-    name = profile or (current() if current else None)
-    base = settings.get_profile(name) if name else settings.default
+    name = current() if current else getattr(settings, "_current_profile", None)  # older Hypothesis
+    return name if name and name != "default" else "dev"
+
+
+def property_settings(profile: str | None = None) -> settings:
+    """The settings of property tests under ``profile`` (default: ``chosen_profile()``)."""
+    name = profile or chosen_profile()
+    base = settings.get_profile(name)
     # Drawn models a target cannot prepare are rejected (see properties.check_drawn); a target
     # that accepts few of them must not fail a health check for it.
     checks = [*base.suppress_health_check, HealthCheck.filter_too_much]

@@ -6,6 +6,7 @@ names the option and what is wrong (pytest prints it and exits 4, without a trac
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -14,14 +15,19 @@ import pytest
 from gpt_conformance.harness.checks.properties import load_example
 
 
-def writable_dir(value: str | Path, what: str) -> Path:
-    """A directory (``--report-dir``; ``--golden-dir`` with ``--update-goldens``), created if
-    missing and proven writable by writing a file there: a run that computes for minutes and then
-    cannot write its ``what`` has wasted them."""
+def writable_dir(value: str | Path, what: str, create: bool = True) -> Path:
+    """A directory (``--report-dir``; ``--golden-dir`` with ``--update-goldens``) proven writable by
+    writing a file there, or where it would be created: a run that computes for minutes and then
+    cannot write its ``what`` has wasted them. ``create``: create it now; else the records create
+    it with the first one, and a run that writes none leaves no directory behind."""
     path = Path(value)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=existing, prefix=".write-check-"):
             pass
     except OSError as exc:
         raise pytest.UsageError(f"cannot write {what} to {path}: {exc.strerror or exc}") from None
@@ -40,7 +46,7 @@ def parsed_repro(config: pytest.Config):
         except OSError as exc:
             raise pytest.UsageError(f"--repro-file {path}: {exc.strerror or exc}") from None
     elif text is not None and text.startswith("@"):
-        raise pytest.UsageError(f"--repro={text}: --repro takes the JSON itself; for a file use --repro-file "
+        raise pytest.UsageError(f"--repro={text}: --repro takes the JSON itself; for a file use --repro-file="
                                 f"{text[1:] or 'PATH'}")
     if text is None:
         return None
@@ -69,7 +75,7 @@ def checked_gpt2_dir(config: pytest.Config) -> None:
     if not slow_selected(config):
         raise pytest.UsageError(f"--gpt2-dir {value}: the GPT-2 greedy cases are slow (GPT-2-sized, minutes on a "
                                 "CPU) and are deselected without --slow; run them with --slow, e.g. pytest "
-                                "cases/test_greedy.py -k gpt2 --slow --gpt2-dir PATH")
+                                "cases/test_greedy.py -k gpt2 --slow --gpt2-dir=PATH")
 
 
 def checked_golden_dir(config: pytest.Config) -> Path | None:
