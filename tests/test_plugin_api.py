@@ -80,7 +80,7 @@ def pip(python: Path | str, *args: str) -> None:
 def build_wheel(tmp_path: Path) -> Path:
     """The wheel of a copy of this checkout (a build writes build/ and *.egg-info beside its sources)."""
     source, wheels = tmp_path / "gpt-conformance", tmp_path / "wheels"
-    shutil.copytree(ROOT, source, ignore=NOT_BUILT_FROM)
+    shutil.copytree(ROOT, source, symlinks=True, ignore=NOT_BUILT_FROM)
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                            "-w", str(wheels), str(source)], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -66,33 +66,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         OPTION_DEFAULTS[names[0].lstrip("-").replace("-", "_")] = kwargs.get("default")
 
     addoption("--target", action="append", default=[], metavar="NAME",
-                    help="run only this target (repeatable); default: every registered target, "
-                         "those that cannot run here skip with the reason")
+              help="run only this target (repeatable); default: every registered target, "
+                   "those that cannot run here skip with the reason")
     addoption("--update-goldens", action="store_true", default=False,
-                    help="regenerate reference/goldens/ for the named cases before checking them")
+              help="regenerate reference/goldens/ for the named cases before checking them")
     addoption("--golden-dir", default=None, metavar="DIR",
-                    help="read (and with --update-goldens, write) named-case goldens here "
-                         "(default: reference/goldens/); write --golden-dir=DIR")
+              help="read (and with --update-goldens, write) named-case goldens here "
+                   "(default: reference/goldens/); write --golden-dir=DIR")
     addoption("--report-dir", default="reports", metavar="DIR",
-                    help="where JSON-Lines records are written (default: reports/); write --report-dir=DIR")
+              help="where JSON-Lines records are written (default: reports/); write --report-dir=DIR")
     addoption("--slow", action="store_true", default=False,
-                    help="also run tests marked slow (GPT-2-sized shapes, inductor, onnxruntime); "
-                         "they are deselected by default unless -m names the slow marker")
+              help="also run tests marked slow (GPT-2-sized shapes, inductor, onnxruntime); "
+                   "they are deselected by default unless -m names the slow marker")
     addoption("--list-targets", action="store_true", default=False,
-                    help="print the registered targets, whether each can run here and why not, then exit")
+              help="print the registered targets, whether each can run here and why not, then exit")
     addoption("--gpt2-dir", default=None, metavar="PATH",
-                    help=f"local Hugging Face GPT-2 directory (config.json + model.safetensors; write --gpt2-dir=PATH) "
-                         f"for the GPT-2 greedy cases, which are slow (needs --slow); default ${GPT2_DIR_ENV}; without it they skip")
+              help=f"local Hugging Face GPT-2 directory (config.json + model.safetensors; write --gpt2-dir=PATH) "
+                   f"for the GPT-2 greedy cases, which are slow (needs --slow); default ${GPT2_DIR_ENV}; without it they skip")
     addoption("--localize-prepares", type=int, default=Budget.max_prepares, metavar="N",
-                    help="a failing named case of a black-box target is located by bisecting truncated models: "
-                         f"at most N prepares per failure (default {Budget.max_prepares}; 0: no bisection)")
+              help="a failing named case of a black-box target is located by bisecting truncated models: "
+                   f"at most N prepares per failure (default {Budget.max_prepares}; 0: no bisection)")
     addoption("--localize-seconds", type=float, default=Budget.max_seconds, metavar="S",
-                    help=f"... and at most S seconds per failure (default {Budget.max_seconds:g})")
+              help=f"... and at most S seconds per failure (default {Budget.max_seconds:g})")
     addoption("--repro", default=None, metavar="JSON",
-                    help="replay one property example (the JSON a failing property test prints; write "
-                         "--repro=JSON) in the tests marked repro; without it those tests are deselected")
+              help="replay one property example (the JSON a failing property test prints; write "
+                   "--repro=JSON) in the tests marked repro; without it those tests are deselected")
     addoption("--repro-file", default=None, metavar="PATH",
-                    help="the same as --repro, with the JSON read from the file PATH (write --repro-file=PATH)")
+              help="the same as --repro, with the JSON read from the file PATH (write --repro-file=PATH)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -246,6 +246,7 @@ def write_phase_seconds(conformance: ConformanceSession) -> None:
     ``benchmarks/bench_tiers.py``."""
     writer = conformance.writer
     path = writer.path.with_name(writer.path.name.replace("records-", "timings-", 1)).with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"target": t, "phase": p, "seconds": s} for (t, p), s in sorted(conformance.phase_seconds.items())]
     path.write_text(json.dumps(rows, indent=1) + "\n")
 
