@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from gpt_conformance.harness.checks.properties import repro_command
 from gpt_conformance.harness.checks.strategies import named_example
 from gpt_conformance.reference.cases import named_case
 
@@ -40,7 +39,7 @@ def test_nanochat_only_target_gets_every_check_in_its_family_and_never_a_nanogpt
 def test_repro_of_another_family_skips_before_prepare(tmp_path):
     model_case, inp = named_example(named_case("seed"))
     example = {"target": NANOCHAT_TARGET, "model": model_case.to_dict(), "input": inp.to_dict()}
-    repro = repro_command(example, ("gpt_conformance_example.plugin",)).split("--repro=", 1)[1].strip("'")
+    repro = json.dumps(example)
     run = run_pytest("cases/test_properties.py::test_property_repro", "-p", "gpt_conformance_example.plugin",
                      "--target", NANOCHAT_TARGET, f"--repro={repro}", pythonpath=(EXAMPLE_SRC,),
                      report_dir=tmp_path / "reports")
