@@ -19,6 +19,8 @@ from gpt_conformance.harness.checks.properties import INPUTS_PER_MODEL, run_sear
 from gpt_conformance.harness.pytest_plugin.profiles import property_settings
 from hypothesis import settings
 
+pytestmark = pytest.mark.gpt_conformance  # parametrized over the targets (harness/pytest_plugin/markers.py)
+
 MODELS_PER_ROUND = 4
 # Records per input: parity of logits and loss, causality, batch independence, prefix, loss consistency.
 CHECKS_PER_INPUT = 6
