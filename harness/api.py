@@ -44,6 +44,8 @@ What the harness does with a target, so a plugin author knows what to expect:
   (a tuple of logits ``[B, T, vocab_size]`` of a float dtype, and a scalar loss when ``targets``
   are given, unless ``capabilities.returns_loss`` is False). Anything else is an ``error`` verdict
   with the reason; NaN or Inf is a ``fail``. Neither ever counts as a pass or stops the run.
+  ``UnsupportedHere`` from ``run`` skips only for an input shape the capabilities do not accept:
+  on a shape they accept it is an ``error`` (the target promised that shape).
 - ``environment()`` is merged into every record of the target, as ``target_environment``.
 - After a failing named-case verdict, the harness says where the target first diverges
   (``gpt_conformance.harness.checks.localize``). With ``Capabilities(returns_intermediates=True)`` the runnable's
