@@ -10,7 +10,8 @@ Runs each tier as its own pytest process from the repository root, exactly as a 
 and prints, per tier: the wall time and the outcome counts; the ten slowest tests (JUnit XML);
 and the seconds each target spent per phase (``prepare``: compile or export; ``run``: its calls;
 ``reference``: the fp64 and same-dtype references judged against), from the ``timings-*.json``
-the plugin writes beside the records. Measure on a quiet machine, and say its load with the
+the plugin writes beside the records; and the records by kind (check and status) and by target
+(status), so that a change that claims to keep every check can be compared before and after. Measure on a quiet machine, and say its load with the
 figures: ``os.getloadavg()`` is printed before and after.
 """
 
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,9 +47,31 @@ def run_tier(name: str, extra: list[str]) -> dict:
         for path in reports.glob("timings-*.json"):
             for row in json.loads(path.read_text()):
                 phases[row["target"]][row["phase"]] += row["seconds"]
+        by_kind, by_target = record_counts(reports)
     summary = next((line for line in reversed(proc.stdout.splitlines()) if " in " in line and "=" not in line[:1]), "")
     return {"tier": name, "command": " ".join(["pytest", *TIERS[name], *extra]), "rc": proc.returncode,
-            "wall_s": wall, "summary": summary.strip("= "), "tests": tests, "phases": phases}
+            "wall_s": wall, "summary": summary.strip("= "), "tests": tests, "phases": phases,
+            "by_kind": by_kind, "by_target": by_target}
+
+
+def record_counts(reports: Path) -> tuple[Counter, Counter]:
+    """Records per (check, status) and per (target, status), over every record file of the run."""
+    by_kind: Counter = Counter()
+    by_target: Counter = Counter()
+    for path in reports.glob("records-*.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            by_kind[(str(record.get("check")), str(record.get("status")))] += 1
+            by_target[(str(record.get("target")), str(record.get("status")))] += 1
+    return by_kind, by_target
+
+
+def print_counts(title: str, counts: Counter) -> None:
+    statuses = sorted({status for _, status in counts})
+    print(f"records by {title}:")
+    print(f"  {title:<24} " + " ".join(f"{s:>8}" for s in statuses))
+    for name in sorted({name for name, _ in counts}):
+        print(f"  {name:<24} " + " ".join(f"{counts[(name, s)]:>8}" for s in statuses))
 
 
 def report(result: dict) -> None:
@@ -63,6 +86,8 @@ def report(result: dict) -> None:
     for target, phases in sorted(result["phases"].items(), key=lambda kv: -sum(kv[1].values())):
         print(f"  {target:<24} {phases.get('prepare', 0):9.2f} {phases.get('run', 0):9.2f} "
               f"{phases.get('reference', 0):10.2f}")
+    print_counts("check", result["by_kind"])
+    print_counts("target", result["by_target"])
 
 
 def main(argv: list[str] | None = None) -> int:
