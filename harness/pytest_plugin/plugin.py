@@ -21,6 +21,7 @@ from gpt_conformance.harness.checks.session import ConformanceSession, Options
 from gpt_conformance.harness.core.records import RecordWriter
 from gpt_conformance.harness.core.targets import Target, registry
 from gpt_conformance.harness.pytest_plugin import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
+from gpt_conformance.harness.pytest_plugin.collection import targets_for, without_tests
 from gpt_conformance.harness.pytest_plugin.rootdir import redo_setup
 from gpt_conformance.harness.pytest_plugin.validate import (
     checked_golden_dir,
@@ -41,6 +42,7 @@ ENTRY_POINT_ERRORS = pytest.StashKey[list]()
 SLOW_DESELECTED = pytest.StashKey[int]()
 REPORT_KEY = pytest.StashKey[str]()
 REPRO_KEY = pytest.StashKey[tuple | None]()
+NO_TARGET_APPLIES = pytest.StashKey[set]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -125,8 +127,11 @@ def selected_targets(config: pytest.Config) -> list[Target]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" not in metafunc.fixturenames:
         return
+    # Only the targets the test applies to, in a tier -m can select (harness/pytest_plugin/collection.py).
     params = [pytest.param(t, id=t.name, marks=[getattr(pytest.mark, m) for m in (t.marker, *t.marks)])
-              for t in selected_targets(metafunc.config)]
+              for t in targets_for(metafunc, selected_targets(metafunc.config))]
+    if not params:
+        metafunc.config.stash.setdefault(NO_TARGET_APPLIES, set()).add(metafunc.definition.nodeid)
     metafunc.parametrize("target", params)
 
 
@@ -175,6 +180,8 @@ def targets_under_test(request: pytest.FixtureRequest) -> list[Target]:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.stash.get(NO_TARGET_APPLIES, None):
+        items[:] = without_tests(items, config.stash[NO_TARGET_APPLIES])
     if config.stash[REPRO_KEY] is None:
         replays = [item for item in items if item.get_closest_marker("repro")]
         if replays:
