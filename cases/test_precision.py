@@ -37,7 +37,9 @@ def compares_with_another_arithmetic(target) -> bool:
     return declared is not None and not getattr(declared, "is_arithmetic_reference", False)
 
 
-CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow] if spec.slow else []) for spec in ALL_CASES]
+# The slow cases are GPT-2-sized: they run with --nightly (cases/test_parity.py keeps one in --slow).
+CASES = [pytest.param(spec, id=spec.name, marks=[pytest.mark.slow, pytest.mark.nightly] if spec.slow else [])
+         for spec in ALL_CASES]
 
 
 @applies_to(compares_with_another_arithmetic)

@@ -72,3 +72,18 @@ class Fake(Target):
 ])
 def test_only_targets_of_unselected_tiers_are_left_out(markexpr, kept):
     assert {d for d in ("cpu", "cuda", "neuron") if tier_may_be_selected(markexpr, Fake(d))} == kept
+
+
+def gpt2_sized(pytester, tmp_path, *args) -> list[str]:
+    result = pytester.runpytest_inprocess(str(ROOT / "cases"), "--co", "-q", "-m", "cpu", f"--report-dir={tmp_path}",
+                                          *args)
+    return [item for item in collected(result) if "gpt2-124m" in item or "gpt2-small" in item]
+
+
+def test_gpt2_sized_shapes_run_nightly_and_slow_runs_keep_one_parity_case(pytester, tmp_path):
+    assert gpt2_sized(pytester, tmp_path) == []  # slow: not in a plain -m cpu
+    assert gpt2_sized(pytester, tmp_path, "--slow") == ["test_logits_parity[export-gpt2-124m-shape]"]
+    nightly = gpt2_sized(pytester, tmp_path, "--nightly")
+    assert {"test_logits_parity[eager-gpt2-124m-shape]", "test_loss_parity[export-strict-gpt2-124m-shape]",
+            "test_arithmetic[modelopt-int8-wo-gpt2-124m-shape]",
+            "test_forward_latency[eager-gpt2-small-1x128]"} <= set(nightly), nightly
