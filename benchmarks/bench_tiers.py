@@ -1,11 +1,15 @@
 """How long the tiers take, and where the time goes: the benchmark behind the README's figures.
 
-    python benchmarks/bench_tiers.py [--tier cpu] [--tier ci] [--pytest-args ...]
+    python benchmarks/bench_tiers.py [--tier cpu] [--tier ci] [--one-check N] [--pytest-args ...]
 
 Runs each tier as its own pytest process from the repository root, exactly as a user would:
 
 - ``cpu``: ``pytest -m cpu`` (the README's first command, default profile);
 - ``ci``: ``pytest --slow --hypothesis-profile=ci`` (what ``.ci/run`` runs).
+
+(``--one-check N``: also N paired runs of one check from the command line,
+``pytest cases/test_parity.py --target export -k "nanochat-seed and loss"``, against the same check
+as a plain script, ``benchmarks/plain_check.py``, with the medians and their ratio)
 
 and prints, per tier: the wall time and the outcome counts; the ten slowest tests (JUnit XML);
 and the seconds each target spent per phase (``prepare``: compile or export; ``run``: its calls;
@@ -90,17 +94,45 @@ def report(result: dict) -> None:
     print_counts("target", result["by_target"])
 
 
+ONE_CHECK = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "cases/test_parity.py", "--target", "export",
+             "-k", "nanochat-seed and loss"]
+
+
+def one_check(repeats: int) -> None:
+    """Paired runs, alternating, so that a change of load hits both sides alike."""
+    seconds: dict[str, list[float]] = {"pytest": [], "script": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        commands = {"pytest": [sys.executable, *ONE_CHECK, f"--report-dir={tmp}"],
+                    "script": [sys.executable, str(ROOT / "benchmarks" / "plain_check.py")]}
+        for _ in range(repeats):
+            for name, cmd in commands.items():
+                start = time.perf_counter()
+                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+                seconds[name].append(time.perf_counter() - start)
+                if proc.returncode:
+                    print(f"one check: {name} exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    pytest_s, script_s = (sorted(v)[len(v) // 2] for v in seconds.values())
+    print(f"\n== one check: {' '.join(['pytest', *ONE_CHECK[2:]])} against benchmarks/plain_check.py")
+    print(f"median of {repeats}: pytest {pytest_s:.2f} s, plain script {script_s:.2f} s: {pytest_s / script_s:.2f}x "
+          f"(pytest {', '.join(f'{s:.2f}' for s in seconds['pytest'])}; script "
+          f"{', '.join(f'{s:.2f}' for s in seconds['script'])})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tier", action="append", choices=sorted(TIERS), help="repeatable; default: cpu and ci")
+    parser.add_argument("--tier", action="append", choices=sorted(TIERS), help="repeatable; default: cpu and ci (none with --one-check)")
+    parser.add_argument("--one-check", type=int, default=0, metavar="N",
+                        help="also time one check N times from the command line against a plain script")
     parser.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[], help="passed on to every pytest run")
     args = parser.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    results = [run_tier(name, args.pytest_args) for name in args.tier or ["cpu", "ci"]]
+    results = [run_tier(name, args.pytest_args) for name in args.tier or ([] if args.one_check else ["cpu", "ci"])]
     for result in results:
         report(result)
+    if args.one_check:
+        one_check(args.one_check)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
-    return max(r["rc"] for r in results)
+    return max((r["rc"] for r in results), default=0)
 
 
 if __name__ == "__main__":
