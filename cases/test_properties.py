@@ -16,9 +16,10 @@ import json
 from pathlib import Path
 
 import pytest
-from gpt_conformance.harness.checks.properties import ExampleChecker, PinnedDraws, check_drawn, invocation_plugins
+from gpt_conformance.harness.checks.properties import ExampleChecker, PinnedDraws, check_drawn
 from gpt_conformance.harness.checks.strategies import InputCase, ModelCase, named_example
 from gpt_conformance.harness.pytest_plugin.profiles import property_settings
+from gpt_conformance.harness.pytest_plugin.replay import replay_of
 from gpt_conformance.reference.cases import NAMED_CASES
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
@@ -29,7 +30,7 @@ def test_properties(target, conformance, pytestconfig):
     @property_settings()
     @given(data=st.data())
     def search(data):
-        check_drawn(conformance, target, data, invocation_plugins(pytestconfig.invocation_params.args))
+        check_drawn(conformance, target, data, replay_of(pytestconfig, __file__))
 
     try:
         search()
@@ -48,7 +49,7 @@ def pin_named_cases(test):
 @pin_named_cases
 @given(data=st.data())
 def test_named_properties(target, conformance, pytestconfig, data):
-    check_drawn(conformance, target, data, invocation_plugins(pytestconfig.invocation_params.args))
+    check_drawn(conformance, target, data, replay_of(pytestconfig, __file__))
 
 
 # Each with where and what it found; replayed in every run, since a Hypothesis database does not
@@ -59,7 +60,7 @@ FOUND_EXAMPLES = json.loads((Path(__file__).parent / "found_examples.json").read
 @pytest.mark.parametrize("found", FOUND_EXAMPLES, ids=[found["name"] for found in FOUND_EXAMPLES])
 def test_found_example(target, conformance, pytestconfig, found):
     model_case, inp = ModelCase.from_dict(found["model"]), InputCase.from_dict(found["input"])
-    ExampleChecker(conformance, target, model_case, invocation_plugins(pytestconfig.invocation_params.args)).check(inp)
+    ExampleChecker(conformance, target, model_case, replay_of(pytestconfig, __file__)).check(inp)
 
 
 @pytest.mark.repro
@@ -67,4 +68,4 @@ def test_property_repro(target, conformance, pytestconfig, repro_example):
     name, model_case, inp = repro_example
     if name != target.name:
         pytest.skip(f"the --repro example is for target {name!r}")
-    ExampleChecker(conformance, target, model_case, invocation_plugins(pytestconfig.invocation_params.args)).check(inp)
+    ExampleChecker(conformance, target, model_case, replay_of(pytestconfig, __file__)).check(inp)
