@@ -47,13 +47,13 @@ FORWARD_SHAPES = [
     pytest.param(Shape("seed-64x32", SEED_CONFIG, 64, 32), id="seed-64x32"),
     pytest.param(Shape("tiny-1x64", ZEN, 1, 64, seed=1), id="tiny-1x64"),
     pytest.param(Shape("gpt2-small-1x128", GPT2_SMALL_CONFIG, 1, 128, seed=2), id="gpt2-small-1x128",
-                 marks=pytest.mark.slow),
+                 marks=[pytest.mark.slow, pytest.mark.nightly]),
 ]
 # Generation starts from a prompt of this many tokens and appends the profile's new_tokens.
 GENERATE_SHAPES = [
     pytest.param(Shape("tiny-generate-1x16", ZEN, 1, 16, seed=3), id="tiny-1x16"),
     pytest.param(Shape("gpt2-small-generate-1x16", GPT2_SMALL_CONFIG, 1, 16, seed=4), id="gpt2-small-1x16",
-                 marks=pytest.mark.slow),
+                 marks=[pytest.mark.slow, pytest.mark.nightly]),
 ]
 
 
