@@ -19,15 +19,10 @@ import json
 from pathlib import Path
 
 import pytest
-from gpt_conformance.harness.checks.properties import (
-    CASE_ID,
-    ExampleChecker,
-    PinnedDraws,
-    check_drawn,
-    invocation_plugins,
-)
+from gpt_conformance.harness.checks.properties import CASE_ID, ExampleChecker, PinnedDraws, check_drawn
 from gpt_conformance.harness.checks.strategies import InputCase, ModelCase, named_example
 from gpt_conformance.harness.pytest_plugin.profiles import property_settings
+from gpt_conformance.harness.pytest_plugin.replay import replay_of
 from gpt_conformance.reference.cases import ALL_CASES
 from gpt_conformance.reference.families import FAMILIES
 from hypothesis import Phase, example, given, settings
@@ -42,7 +37,7 @@ def test_properties(target, conformance, pytestconfig, family):
     @property_settings()
     @given(data=st.data())
     def search(data):
-        check_drawn(conformance, target, data, invocation_plugins(pytestconfig.invocation_params.args), family)
+        check_drawn(conformance, target, data, replay_of(pytestconfig, __file__), family)
 
     try:
         search()
@@ -68,7 +63,7 @@ def test_named_properties(target, conformance, pytestconfig, family):
     @pin_named_cases(family)
     @given(data=st.data())
     def pinned(data):
-        check_drawn(conformance, target, data, invocation_plugins(pytestconfig.invocation_params.args), family)
+        check_drawn(conformance, target, data, replay_of(pytestconfig, __file__), family)
 
     pinned()
 
@@ -81,7 +76,7 @@ FOUND_EXAMPLES = json.loads((Path(__file__).parent / "found_examples.json").read
 @pytest.mark.parametrize("found", FOUND_EXAMPLES, ids=[found["name"] for found in FOUND_EXAMPLES])
 def test_found_example(target, conformance, pytestconfig, found):
     model_case, inp = ModelCase.from_dict(found["model"]), InputCase.from_dict(found["input"])
-    ExampleChecker(conformance, target, model_case, invocation_plugins(pytestconfig.invocation_params.args)).check(inp)
+    ExampleChecker(conformance, target, model_case, replay_of(pytestconfig, __file__)).check(inp)
 
 
 @pytest.mark.repro
@@ -89,4 +84,4 @@ def test_property_repro(target, conformance, pytestconfig, repro_example):
     name, model_case, inp = repro_example
     if name != target.name:
         pytest.skip(f"the --repro example is for target {name!r}")
-    ExampleChecker(conformance, target, model_case, invocation_plugins(pytestconfig.invocation_params.args)).check(inp)
+    ExampleChecker(conformance, target, model_case, replay_of(pytestconfig, __file__)).check(inp)

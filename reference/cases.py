@@ -32,7 +32,7 @@ SEED_CONFIG = GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_emb
 GPT2_SMALL_CONFIG = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
 # The shipped trained model's config (reference/zen/config.json), checked when the case is built.
 ZEN_CONFIG = GPTConfig(block_size=64, vocab_size=45, n_layer=2, n_head=4, n_embd=64)
-ZEN_NANOCHAT_CONFIG = NanochatConfig(sequence_len=64, vocab_size=45, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
+ZEN_NANOCHAT_CONFIG = NanochatConfig(sequence_len=64, vocab_size=45, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
 # nanochat's GPTConfig in the original torch.export check.
 NANOCHAT_SEED_CONFIG = NanochatConfig(sequence_len=32, vocab_size=65, n_layer=2, n_head=4, n_kv_head=4, n_embd=64)
 
@@ -71,10 +71,13 @@ class CaseSpec:
 
 NAMED_CASES: tuple[CaseSpec, ...] = (
     CaseSpec("seed", SEED_CONFIG, batch=64, seq_len=32, notes="the original torch.export check's config and batch"),
-    CaseSpec("no-bias", GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_embd=64, bias=False), 8, 32, seed=1),
-    CaseSpec("single-head", GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=1, n_embd=64), 8, 32, seed=2),
-    CaseSpec("one-token", SEED_CONFIG, batch=8, seq_len=1, seed=3),
-    CaseSpec("full-block", GPTConfig(block_size=128, vocab_size=97, n_layer=2, n_head=4, n_embd=64), 2, 128, seed=4),
+    CaseSpec("no-bias", GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_embd=64, bias=False), 8, 32, seed=1,
+             notes="no bias in any Linear or LayerNorm"),
+    CaseSpec("single-head", GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=1, n_embd=64), 8, 32, seed=2,
+             notes="one head of 64: head splitting and merging are the identity"),
+    CaseSpec("one-token", SEED_CONFIG, batch=8, seq_len=1, seed=3, notes="a single position: the causal mask is 1x1"),
+    CaseSpec("full-block", GPTConfig(block_size=128, vocab_size=97, n_layer=2, n_head=4, n_embd=64), 2, 128, seed=4,
+             notes="seq_len equal to block_size: every position of the mask and of the position table"),
     CaseSpec("scaled", SEED_CONFIG, batch=8, seq_len=32, seed=6, weight_std=0.3,
              notes="weights at std 0.3, biases and LayerNorm affine parameters moved off 0 and 1: a dropped bias, "
                    "tanh GELU or a wrong attention scale shows here"),

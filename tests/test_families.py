@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from gpt_conformance.harness.checks.properties import repro_command
 from gpt_conformance.harness.checks.strategies import named_example
 from gpt_conformance.reference.cases import named_case
 
@@ -30,7 +29,8 @@ def test_nanochat_only_target_gets_every_check_in_its_family_and_never_a_nanogpt
     bad = [(r["test_id"], r["check"], r["message"][:200]) for r in run.records if r["status"] in ("fail", "error")]
     assert not bad, bad
     passes = Counter(r["test_id"].split("::")[1].split("[")[0] for r in run.records if r["status"] == "pass")
-    for test in ("test_logits_parity", "test_loss_parity", "test_properties", "test_named_properties"):
+    for test in ("test_logits_parity", "test_loss_parity", "test_properties", "test_named_properties",
+                 "test_zen_greedy"):
         assert passes[test] > 0, (test, passes)
     # Every nanoGPT check skipped, saying why, before its model reached the target.
     skipped = {r["message"] for r in run.records if r["status"] == "skip" and r["check"] == "family"}
@@ -40,7 +40,7 @@ def test_nanochat_only_target_gets_every_check_in_its_family_and_never_a_nanogpt
 def test_repro_of_another_family_skips_before_prepare(tmp_path):
     model_case, inp = named_example(named_case("seed"))
     example = {"target": NANOCHAT_TARGET, "model": model_case.to_dict(), "input": inp.to_dict()}
-    repro = repro_command(example, ("gpt_conformance_example.plugin",)).split("--repro=", 1)[1].strip("'")
+    repro = json.dumps(example)
     run = run_pytest("cases/test_properties.py::test_property_repro", "-p", "gpt_conformance_example.plugin",
                      "--target", NANOCHAT_TARGET, f"--repro={repro}", pythonpath=(EXAMPLE_SRC,),
                      report_dir=tmp_path / "reports")

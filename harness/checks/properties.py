@@ -101,13 +101,27 @@ def example_dict(target: Target, model_case: ModelCase, inp: InputCase) -> dict:
     return {"target": target.name, "model": model_case.to_dict(), "input": inp.to_dict()}
 
 
-def repro_command(example: dict, plugins: tuple[str, ...] = ()) -> str:
+@dataclass(frozen=True)
+class Replay:
+    """How a printed repro command reaches the repro test from the directory of the failing run:
+    the test file's path as seen from there, the ``-p`` plugins of that run and the directories
+    that made them importable (``PYTHONPATH``; a plugin module outside the repository)."""
+
+    test_file: str = REPRO_TEST.split("::")[0]
+    plugins: tuple[str, ...] = ()
+    pythonpath: tuple[str, ...] = ()
+
+
+def repro_command(example: dict, replay: Replay = Replay()) -> str:
     """One shell line replaying ``example`` alone through ``test_property_repro``."""
-    parts = ["pytest", f"{REPRO_TEST}[{example['target']}]"]
-    for plugin in plugins:
+    prefix = ""
+    if replay.pythonpath:
+        prefix = "PYTHONPATH=" + ":".join(shlex.quote(p) for p in replay.pythonpath) + "${PYTHONPATH:+:$PYTHONPATH} "
+    parts = ["pytest", f"{replay.test_file}::{REPRO_TEST.split('::')[1]}[{example['target']}]"]
+    for plugin in replay.plugins:
         parts += ["-p", plugin]
     parts.append("--repro=" + json.dumps(example, separators=(",", ":")))
-    return " ".join(shlex.quote(p) for p in parts)
+    return prefix + " ".join(shlex.quote(p) for p in parts)
 
 
 def describe(example: dict) -> str:
@@ -137,7 +151,7 @@ class ExampleChecker:
     session: Any  # harness.checks.session.ConformanceSession
     target: Target
     model_case: ModelCase
-    plugins: tuple[str, ...] = ()
+    replay: Replay = Replay()
 
     def __post_init__(self) -> None:
         # A pinned or replayed example of a family the target does not declare skips, on the
@@ -282,12 +296,12 @@ class ExampleChecker:
         return f"{self.target.name} {check}: {verdict.explain()}\n{self.context(example)}"
 
     def context(self, example: dict) -> str:
-        return f"{describe(example)}\nreproduce with:\n  {repro_command(example, self.plugins)}"
+        return f"{describe(example)}\nreproduce with:\n  {repro_command(example, self.replay)}"
 
     def record(self, check: str, verdict: Verdict | None, inp: InputCase, example: dict, **kwargs) -> None:
         extra = {"weight_std": self.model_case.weight_std, "example": example}
         if verdict is not None and verdict.failed:
-            extra["repro"] = repro_command(example, self.plugins)
+            extra["repro"] = repro_command(example, self.replay)
         self.session.record(self.target, CASE_ID, check, verdict, self.model_case.config, inp.shape,
                             self.model_case.seed, extra=extra, **kwargs)
 
@@ -327,14 +341,13 @@ def load_example(text: str) -> tuple[str, ModelCase, InputCase]:
 INPUTS_PER_MODEL = 3
 
 
-def check_drawn(session: Any, target: Target, data: Any, plugins: tuple[str, ...] = (),
-                family: str = "nanogpt") -> None:
+def check_drawn(session: Any, target: Target, data: Any, replay: Replay = Replay(), family: str = "nanogpt") -> None:
     """The body of a property example: draw a model of ``family``, then up to INPUTS_PER_MODEL
     inputs for it, and check every property on each. ``data`` is Hypothesis's ``st.data()`` or
     ``PinnedDraws`` (whose model is fixed, of its own family)."""
     model_case = data.draw(model_cases(target.capabilities, family, width_multiple=weight_block_size(target)),
                            label="model")
-    checker = ExampleChecker(session, target, model_case, plugins)
+    checker = ExampleChecker(session, target, model_case, replay)
     for i in range(data.draw(st.integers(1, INPUTS_PER_MODEL), label="number of inputs")):
         try:
             checker.check(data.draw(input_cases(model_case.config, target.capabilities), label=f"input {i}"))
@@ -363,14 +376,14 @@ class PinnedDraws:
 
 
 def run_search(session: Any, target: Target, hypothesis_settings: settings, seed: int | None = None,
-               plugins: tuple[str, ...] = (), family: str = "nanogpt") -> None:
+               replay: Replay = Replay(), family: str = "nanogpt") -> None:
     """Search ``target`` for a property failure outside pytest's parametrization (tests, benchmarks):
     the same example body as ``cases/test_properties.py``, with explicit settings and seed."""
 
     @hypothesis_settings
     @given(data=st.data())
     def search(data):
-        check_drawn(session, target, data, plugins, family)
+        check_drawn(session, target, data, replay, family)
 
     if seed is not None:
         search = hypothesis_seed(seed)(search)

@@ -62,6 +62,8 @@ class ConformanceSession:
         # Seconds per (target, phase): what a run spends compiling, running and on the reference.
         self.phase_seconds: Counter[tuple[str, str]] = Counter()
         self.statuses: dict[str | None, list[str]] = {}
+        # Per test, the messages of declared expected failures that passed (``xpass``).
+        self.unexpected_passes: dict[str | None, list[str]] = {}
         self._localizations: dict[tuple[str, str], Localization] = {}
 
     # --- goldens --------------------------------------------------------------------------
@@ -118,8 +120,11 @@ class ConformanceSession:
         prepared = self.prepare(target, model, case_id, record_errors)
         start = time.perf_counter()
         try:
-            with self.timed(target, "run"):
-                logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
+            try:
+                with self.timed(target, "run"):
+                    logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
+            finally:
+                self.prepared.check_unchanged(target, model, check)
         except UnsupportedHere as exc:
             self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip", message=str(exc))
             raise UnsupportedHere(f"{target.name}: {exc}") from None
@@ -276,8 +281,30 @@ class ConformanceSession:
             "test_id": self.test_id,
             **(extra or {}),
         }
+        self.expect(target, body)
         self.statuses.setdefault(self.test_id, []).append(body["status"])
         return self.writer.write(body)
+
+    def expect(self, target: Target, body: dict) -> None:
+        """Turn a record of a declared expected failure (``ExpectedFailure``) into ``xfail`` when
+        it failed or erred, and into ``xpass``, which is red and names the declaration, when it
+        passed."""
+        if body["status"] not in ("pass", "fail", "error"):
+            return
+        declared = self.registry.expected_failure(target, body["case"], body["check"])
+        if declared is None:
+            return
+        body["expected_failure"] = {"case": declared.case, "check": declared.check, "reason": declared.reason,
+                                    "verdict": body["status"]}
+        if body["status"] == "pass":
+            body["status"] = "xpass"
+            body["message"] = (f"{target.name} on {body['case']}: {body['check']} passes, but it is declared an "
+                               f"expected failure (case {declared.case!r}, check {declared.check!r}: "
+                               f"{declared.reason}); remove the declaration")
+            self.unexpected_passes.setdefault(self.test_id, []).append(body["message"])
+        else:
+            body["status"] = "xfail"
+            body["message"] = f"expected failure ({declared.reason}): {body['message']}"
 
 
 def assert_verdict(verdict: Verdict) -> None:
