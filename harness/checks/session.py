@@ -33,6 +33,7 @@ from gpt_conformance.harness.core.policies import Verdict, error_verdict, get_po
 from gpt_conformance.harness.core.records import RecordWriter
 from gpt_conformance.harness.core.targets import Target, TargetRegistry
 from gpt_conformance.reference.cases import CaseSpec
+from gpt_conformance.reference.families import family_of
 from gpt_conformance.reference.goldens import GOLDEN_DIR, Golden, GoldenError, load_golden, write_golden
 
 
@@ -85,7 +86,9 @@ class ConformanceSession:
     # --- running targets ------------------------------------------------------------------
     def prepare(self, target: Target, model: torch.nn.Module, case_id: str, record_errors: bool = True) -> Prepared:
         """Prepare once per (target, model); an unsupported variant skips, a crash is an error
-        (recorded unless ``record_errors`` is False: a search that will repeat it records it once)."""
+        (recorded unless ``record_errors`` is False: a search that will repeat it records it once).
+        A model of a family the target does not declare is never handed to it: that skips."""
+        self.require_family(target, family_of(model.config).name, case_id, model.config)
         try:
             prepared = self.prepared.get(target, model)
         except UnsupportedHere as exc:
@@ -122,15 +125,21 @@ class ConformanceSession:
                     logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
             finally:
                 self.prepared.check_unchanged(target, model, check)
+            return logits, loss, time.perf_counter() - start
         except UnsupportedHere as exc:
-            self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip", message=str(exc))
-            raise UnsupportedHere(f"{target.name}: {exc}") from None
+            if not target.capabilities.accepts(*idx.shape):
+                self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip",
+                            message=str(exc))
+                raise UnsupportedHere(f"{target.name}: {exc}") from None
+            # The capabilities promised this shape: a refusal at run time is a crash that a skip would hide.
+            failure: Exception = RuntimeError(f"run raised UnsupportedHere on a {idx.shape[0]}x{idx.shape[1]} "
+                                              f"input, which its capabilities accept: {exc}")
         except Exception as exc:
-            if record_errors:
-                self.record(target, case_id, check, error_verdict(check, target.precision, exc), model.config,
-                            tuple(idx.shape), seed)
-            raise CheckError(f"{target.name} on {case_id}: {type(exc).__name__}: {exc}") from None
-        return logits, loss, time.perf_counter() - start
+            failure = exc
+        if record_errors:
+            self.record(target, case_id, check, error_verdict(check, target.precision, failure), model.config,
+                        tuple(idx.shape), seed)
+        raise CheckError(f"{target.name} on {case_id}: {type(failure).__name__}: {failure}") from None
 
     def named_outputs(self, target: Target, golden: Golden) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """A target's output on a named case, computed once and shared by its checks."""
@@ -223,8 +232,11 @@ class ConformanceSession:
         """Greedy-decode ``model`` on ``target``, compare it tie-aware with ``reference`` (see
         ``gpt_conformance.harness.checks.decode``) under the target's ``greedy_margin``, and record the comparison."""
         config = model.config
+        family = family_of(config)
+        self.require_family(target, family.name, case_id, config)
+        block_size = family.block_size(config)
         fed = len(reference.prompt) + len(reference.tokens) - 1  # the last new token is never fed back
-        window = choose_window(target.capabilities, fed, config.block_size)
+        window = choose_window(target.capabilities, fed, block_size)
         shape = (1, fed) if window is None else (window.batch, window.seq_len)
         if window is None:
             limit = None if target.capabilities.accepts(1, fed) else target.capabilities.max_seq_len
@@ -241,7 +253,7 @@ class ConformanceSession:
 
         start = time.perf_counter()
         try:
-            comparison = compare_greedy(forward, reference, policy.greedy_margin, config.block_size, window)
+            comparison = compare_greedy(forward, reference, policy.greedy_margin, block_size, window)
         except NonFiniteLogitsError as exc:
             verdict = error_verdict("greedy", target.precision, exc)
             self.record(target, case_id, "greedy", verdict, config, shape, None)
