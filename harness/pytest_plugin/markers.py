@@ -19,6 +19,7 @@ MARKERS = (
     "gpu: needs an NVIDIA GPU (torch CUDA and Tripy / TensorRT tier)",
     "trn1: needs an AWS Trainium device (Neuron tier)",
     "slow: takes more than a few seconds; GPT-2-sized shapes",
+    "nightly: GPT-2-sized shapes on every target, with --nightly; nightly(keep_target=NAME) keeps that one target's test in every --slow run",
     "latency: pytest-benchmark timing cases",
     "repro: replays one property example given with --repro (deselected without it)",
 )
