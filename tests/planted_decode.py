@@ -35,6 +35,12 @@ class GqaHeadOrder(CacheOps):
         return super().write(cache, new.flip(1), slots)
 
 
+class Bfloat16Cache(CacheOps):
+    def write(self, cache, new, slots):
+        # What the step stores is rounded to bfloat16 (a cache kept below the policy's precision).
+        return super().write(cache, new.bfloat16().to(new.dtype), slots)
+
+
 class PaddingLeaks(CacheOps):
     def visible(self, slots, first_slot, cache_len):
         # The causal mask alone: a left-padded row's tokens attend to its pads.
@@ -78,6 +84,8 @@ PLANTED_DECODE = [
                         decoder=NoReset),
     PlantedDecodeTarget("planted-decode-gqa-order", "a step stores its kv heads in reverse order",
                         step_ops=GqaHeadOrder(), families=frozenset({"nanochat"})),
+    PlantedDecodeTarget("planted-decode-bf16-cache", "a step stores its k/v in bfloat16 under an fp32 policy",
+                        step_ops=Bfloat16Cache()),
     PlantedDecodeTarget("planted-decode-padding-leak", "left padding without a mask: tokens attend to pads",
                         ops=PaddingLeaks(), padding="left"),
 ]

@@ -17,9 +17,9 @@ STEP = "first diverges at step 1 "
 # first step wherever the step computes something else: parity, the full-length decode (its steps
 # end at the block's last slot) and the target's own forward pass. A slot written late or attending
 # to unwritten slots also breaks a ragged batch: a step then reads a slot that holds a right pad in
-# the batch and zeros in a row decoded alone. Reversed
-# kv heads are invisible with one kv head. The no-reset bug shows only in a reused state, the
-# padding leak only in a left-padded ragged batch, both at the prefill.
+# the batch and zeros in a row decoded alone. Reversed kv heads are invisible with one kv head. A
+# bfloat16 cache rounds a batch and its rows alike. The no-reset bug shows only in a reused state,
+# the padding leak only in a left-padded ragged batch, both at the prefill.
 STEP_CHECKS = {("decode", c): STEP for c in CASES} | {("decode-forward", c): STEP for c in CASES}
 STEP_CHECKS[("decode-full", "nanochat-gqa")] = STEP
 RAGGED_STEP = {("decode-ragged", c): STEP for c in ("scaled", "nanochat-gqa")}
@@ -27,6 +27,7 @@ EXPECTED = {
     "planted-decode-position": STEP_CHECKS,
     "planted-decode-slot-off-by-one": STEP_CHECKS | RAGGED_STEP,
     "planted-decode-unwritten-slots": STEP_CHECKS | RAGGED_STEP,
+    "planted-decode-bf16-cache": STEP_CHECKS,
     "planted-decode-gqa-order": {k: v for k, v in STEP_CHECKS.items() if k[1] == "nanochat-gqa"},
     "planted-decode-no-reset": {("decode-reuse", c): "first diverges at the prefill" for c in ("scaled", "nanochat-gqa")},
     "planted-decode-padding-leak": {("decode-ragged", c): "first diverges at the prefill"
