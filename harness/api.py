@@ -1,24 +1,10 @@
-"""Public API (over the core layer): the public API for backend targets. A third-party target needs only this module.
+"""Public API (over the core layer): everything a backend target declares, returns or is handed.
+A third-party target needs only this module.
 
-A target turns the reference model into a *runnable* that returns full logits and the loss::
-
-    from gpt_conformance.harness.api import Target, Capabilities, Requirements
-
-    class MyBackend(Target):
-        name = "my-backend"
-        precision = "fp32-reassoc"          # a registered TolerancePolicy name
-        requirements = Requirements(packages=(("my_backend", "my-extra"),), device="cpu")
-        capabilities = Capabilities(dynamic_shapes=True)
-
-        def prepare(self, model, config):
-            compiled = my_backend.compile(model)        # once per model; the harness caches it
-            def run(idx, targets=None):
-                return compiled(idx, targets)           # (logits [B, T, V], loss or None)
-            return run
-
-    TARGETS = [MyBackend()]
-
-Register it in either way:
+A target turns the reference model into a *runnable* that returns full logits and the loss. The
+snippet to start from, correct for every model family and run by the harness's own tests, is in
+docs/plugins.md ("The target in one snippet"); ``examples/gpt-conformance-example-target`` is a
+complete package. Register a target in either way:
 
 1. an entry point in your ``pyproject.toml``::
 
@@ -35,24 +21,44 @@ Precision classes are ``TolerancePolicy`` objects; register new ones with ``regi
 at import time of the module that defines the target (registration checks that the target's
 ``precision`` names a registered policy).
 
-What the harness does with a target, so a plugin author knows what to expect:
+The contract (docs/plugins.md, "The contract", says it in full, with each family's state-dict
+keys and config fields generated from the code):
 
-- ``probe()`` runs when a test is set up; an unavailable target skips with its exact reason.
-- ``prepare(model, config)`` runs once per model and is cached for the session: compile, export
-  or convert there. Raising ``UnsupportedHere`` skips; any other exception is an ``error`` verdict.
-- ``run(idx, targets)`` gets validated int64 token ids ``[B, T]``; its output is validated
-  (a tuple of logits ``[B, T, vocab_size]`` of a float dtype, and a scalar loss when ``targets``
-  are given, unless ``capabilities.returns_loss`` is False). Anything else is an ``error`` verdict
-  with the reason; NaN or Inf is a ``fail``. Neither ever counts as a pass or stops the run.
+- ``prepare(model, config)`` is handed the *shared* fp32 reference model in eval mode: every
+  target and the truth use that object. Never change it in place (``model.half()``,
+  ``model.to("cuda")``, writing weights): convert a copy (``copy.deepcopy(model)``) or read its
+  ``state_dict()``. The harness stamps the model and checks it after every ``prepare`` and every
+  call; a change is an ``error`` verdict that names the target, and the model is put back.
+- ``config`` is a ``GPTConfig`` (nanoGPT) or ``NanochatConfig`` (nanochat): ``family_of(config)``
+  says which, and ``family_of(config).logits_and_loss(call, idx, targets)`` gets
+  ``(logits [B, T, V], loss)`` from anything with the reference's forward signature.
+  ``Capabilities(families=...)`` declares which families a target takes.
+- ``run(idx, targets)`` is called under ``torch.no_grad()`` with contiguous CPU integer tensors
+  ``[B, T]``; ``targets`` may be None, and where given may hold ``-1``: ignored positions (use
+  ``ignore_index=-1`` in a loss of your own). It returns ``(logits, loss)``: CPU tensors, logits
+  ``[B, T, vocab_size]`` of a float dtype for *every* position, loss a scalar or None. Any
+  contiguity and float dtype is accepted. A wrong shape, dtype or device is an ``error``;
+  NaN or Inf a ``fail``. Neither ever counts as a pass or stops the run.
+- ``probe()`` runs when a test is set up; an unavailable target skips with its exact reason. A
+  package in ``Requirements(packages=((import_name, extra),))`` that does not import is reported
+  with ``pip install 'DISTRIBUTION[extra]'``: ``Requirements(distribution=...)`` names yours.
+- ``prepare`` runs once per model and is cached for the session. Raising ``UnsupportedHere``
+  skips; any other exception is an ``error`` verdict.
 - ``environment()`` is merged into every record of the target, as ``target_environment``.
+- A reduced-precision target declares ``low_precision = LowPrecision(compute_dtype, weights)``;
+  with ``weights=WeightQuantization(bits, block_size)`` it reports the tensors it computes with,
+  ``{linear name: QuantizedLinear}``, as its runnable's ``quantized_weights`` attribute
+  (``ReturnsQuantizedWeights``) or from ``Target.quantized_weights(model)``.
+- A known divergence is declared, with its reason, in ``Target.expected_failures``
+  (``ExpectedFailure(case, check, reason)``) or by a plugin with ``registry.expect_failure``. It
+  is reported as ``xfail``, never as a pass; once it passes it is ``xpass`` and the run is red,
+  naming it. ``UnsupportedHere`` is for what cannot run, never to hide a wrong result.
 - After a failing named-case verdict, the harness says where the target first diverges
-  (``gpt_conformance.harness.checks.localize``). With ``Capabilities(returns_intermediates=True)`` the runnable's
-  ``intermediates(idx)`` is called once and must return ``{name: tensor}`` under the names of
-  ``gpt_conformance.reference.intermediates.intermediate_names(n_layer)`` (hidden states ``[B, T, n_embd]``,
-  ``logits`` ``[B, T, V]``; names it cannot expose may be left out); otherwise ``prepare`` is
-  called on a few truncated models of the failing case (the first k blocks, then the final norm
-  and head) to bisect the blocks, within a budget. Neither ever changes a verdict.
-
+  (``gpt_conformance.harness.checks.localize``). With ``Capabilities(returns_intermediates=True)``
+  the runnable's ``intermediates(idx)`` (``ReturnsIntermediates``) is called once and must return
+  ``{name: tensor}`` under the names of ``intermediate_names(n_layer)``; otherwise ``prepare`` is
+  called on a few truncated models of the failing case to bisect the blocks, within a budget.
+  Neither ever changes a verdict.
 - **Decoding** (``gpt_conformance.harness.checks.decode_path``, docs/decode.md): a target that
   serves text as production backends do, a prefill then one token at a time over a KV cache,
   declares ``Capabilities(decode=Decoding(max_cache_len=..., padding="right" | "left" | None,
@@ -66,13 +72,12 @@ What the harness does with a target, so a plugin author knows what to expect:
   text runs through the cache, and the steps are compared with the target's own forward pass,
   a ragged batch with each row alone and a reused state with a fresh one. Without ``decode``
   the greedy check runs full forward passes and the report says so.
-
-A complete example package: ``examples/gpt-conformance-example-target`` (README: "Add your backend").
 """
 
 from gpt_conformance.harness.core.errors import UnsupportedHere
 from gpt_conformance.harness.core.policies import Gate, TolerancePolicy, get_policy, register_policy
 from gpt_conformance.harness.core.probes import AVAILABLE, Availability
+from gpt_conformance.harness.core.quant import LowPrecision, QuantizedLinear, WeightQuantization, quantize_model
 from gpt_conformance.harness.core.targets import (
     ALL_FAMILIES,
     DEVICE_MARKERS,
@@ -80,15 +85,24 @@ from gpt_conformance.harness.core.targets import (
     Capabilities,
     Decoder,
     Decoding,
+    ExpectedFailure,
     Requirements,
+    ReturnsIntermediates,
+    ReturnsQuantizedWeights,
     Runnable,
     Target,
     TargetRegistry,
     registry,
 )
+from gpt_conformance.reference.families import FAMILIES, family_of
+from gpt_conformance.reference.intermediates import intermediate_names
 
 __all__ = [
-    "ALL_FAMILIES", "AVAILABLE", "Availability", "Capabilities", "Decoder", "Decoding", "DEVICE_MARKERS", "ENTRY_POINT_GROUP", "Gate",
+    "ALL_FAMILIES", "AVAILABLE", "Availability", "Capabilities", "Decoder", "Decoding", "DEVICE_MARKERS",
+    "ENTRY_POINT_GROUP", "Gate",
     "Requirements", "Runnable", "Target", "TargetRegistry", "TolerancePolicy", "UnsupportedHere", "get_policy",
     "register_policy", "registry",
+    # What a target may declare or return, and what tells the model families apart.
+    "ExpectedFailure", "FAMILIES", "LowPrecision", "QuantizedLinear", "ReturnsIntermediates", "ReturnsQuantizedWeights",
+    "WeightQuantization", "family_of", "intermediate_names", "quantize_model",
 ]

@@ -19,12 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from gpt_conformance.reference.families import family_named
+from gpt_conformance.reference.families import NANOGPT_STD, family_named, family_of
 from gpt_conformance.reference.model import GPTConfig
 from gpt_conformance.reference.nanochat import NanochatConfig
 from gpt_conformance.reference.train import load_zen_model, zen_of_python
 
-NANOGPT_STD = 0.02
 CHECKPOINTS = ("zen",)
 
 SEED_CONFIG = GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_embd=64)
@@ -50,7 +49,7 @@ class CaseSpec:
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
     family: str = "nanogpt"  # a name in reference.families.FAMILIES
-    weight_std: float = NANOGPT_STD  # see perturb_weights; nanoGPT's own init at 0.02
+    weight_std: float = NANOGPT_STD  # see perturb_weights; 0.02 (nanoGPT's std) keeps the family's own init
     checkpoint: str | None = None  # a trained model in CHECKPOINTS instead of a seeded init
 
     def __post_init__(self) -> None:
@@ -69,10 +68,13 @@ class CaseSpec:
 
 NAMED_CASES: tuple[CaseSpec, ...] = (
     CaseSpec("seed", SEED_CONFIG, batch=64, seq_len=32, notes="the original torch.export check's config and batch"),
-    CaseSpec("no-bias", GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_embd=64, bias=False), 8, 32, seed=1),
-    CaseSpec("single-head", GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=1, n_embd=64), 8, 32, seed=2),
-    CaseSpec("one-token", SEED_CONFIG, batch=8, seq_len=1, seed=3),
-    CaseSpec("full-block", GPTConfig(block_size=128, vocab_size=97, n_layer=2, n_head=4, n_embd=64), 2, 128, seed=4),
+    CaseSpec("no-bias", GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_embd=64, bias=False), 8, 32, seed=1,
+             notes="no bias in any Linear or LayerNorm"),
+    CaseSpec("single-head", GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=1, n_embd=64), 8, 32, seed=2,
+             notes="one head of 64: head splitting and merging are the identity"),
+    CaseSpec("one-token", SEED_CONFIG, batch=8, seq_len=1, seed=3, notes="a single position: the causal mask is 1x1"),
+    CaseSpec("full-block", GPTConfig(block_size=128, vocab_size=97, n_layer=2, n_head=4, n_embd=64), 2, 128, seed=4,
+             notes="seq_len equal to block_size: every position of the mask and of the position table"),
     CaseSpec("scaled", SEED_CONFIG, batch=8, seq_len=32, seed=6, weight_std=0.3,
              notes="weights at std 0.3, biases and LayerNorm affine parameters moved off 0 and 1: a dropped bias, "
                    "tanh GELU or a wrong attention scale shows here"),
@@ -107,14 +109,16 @@ def named_case(name: str) -> CaseSpec:
 
 
 def perturb_weights(model: torch.nn.Module, weight_std: float, seed: int) -> torch.nn.Module:
-    """Move a nanoGPT-initialised ``model`` (in place) off the init's blind spots: every matrix
-    rescaled from std 0.02 to ``weight_std``, and every vector (biases, LayerNorm weights and
-    biases) given N(0, weight_std) noise, so that a backend that drops or misplaces one is seen."""
+    """Move a freshly initialised ``model`` (in place) off its init's blind spots: every matrix
+    rescaled from its family's init std (nanoGPT's 0.02; nanochat's fan-in rule) to ``weight_std``,
+    and every vector (biases, LayerNorm weights and biases; nanochat has none) given
+    N(0, weight_std) noise, so that a backend that drops or misplaces one is seen."""
+    init_std = family_of(model.config).init_std
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for param in model.parameters():
+        for name, param in model.named_parameters():
             if param.dim() >= 2:
-                param.mul_(weight_std / NANOGPT_STD)
+                param.mul_(weight_std / init_std(name, param))
             else:
                 param.add_(torch.randn(param.shape, generator=generator) * weight_std)
     return model

@@ -21,8 +21,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 from gpt_conformance.reference.model import GPT, GPTConfig
-from gpt_conformance.reference.nanochat import NanochatConfig, NanochatGPT
+from gpt_conformance.reference.nanochat import EMBEDDING_INIT_STD, NanochatConfig, NanochatGPT, linear_init_std
 
+# nanoGPT's init: normal(0, 0.02) for every matrix.
+NANOGPT_STD = 0.02
 LogitsAndLoss = tuple[torch.Tensor, "torch.Tensor | None"]
 
 
@@ -44,6 +46,10 @@ class ModelFamily:
 
     def logits_and_loss(self, call: Callable[..., Any], idx: torch.Tensor,
                         targets: torch.Tensor | None = None) -> LogitsAndLoss:
+        raise NotImplementedError
+
+    def init_std(self, name: str, param: torch.Tensor) -> float:
+        """The std the family's init draws matrix ``name`` with: what a rescale to another std divides by."""
         raise NotImplementedError
 
     def block_size(self, config: Any) -> int:
@@ -70,6 +76,11 @@ class NanoGPTFamily(ModelFamily):
     tied_weights = {"transformer.wte.weight": "lm_head.weight"}
     length_field = "block_size"
 
+    def init_std(self, name, param):
+        # Its residual projections are drawn smaller (0.02 / sqrt(2 * n_layer)); a rescale by
+        # weight_std / 0.02 keeps that ratio, as nanoGPT's own init does.
+        return NANOGPT_STD
+
     def logits_and_loss(self, call, idx, targets=None):
         if targets is None:
             return call(idx, full_logits=True)
@@ -81,6 +92,12 @@ class NanochatFamily(ModelFamily):
     config_type = NanochatConfig
     model_type = NanochatGPT
     length_field = "sequence_len"
+
+    def init_std(self, name, param):
+        if name == "transformer.wte.weight":
+            return EMBEDDING_INIT_STD
+        fan_out, fan_in = param.shape
+        return linear_init_std(fan_out, fan_in)
 
     def logits_and_loss(self, call, idx, targets=None):
         logits = call(idx, full_logits=True)

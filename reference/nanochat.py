@@ -106,6 +106,15 @@ class NanochatConfig:
         return cls(**data)
 
 
+# nanochat's init: normal(0, 1) embedding; every Linear normal with linear_init_std.
+EMBEDDING_INIT_STD = 1.0
+
+
+def linear_init_std(fan_out: int, fan_in: int) -> float:
+    """``1/sqrt(fan_in) * min(1, sqrt(fan_out / fan_in))`` (arXiv:2310.17813), nanochat's Linear init."""
+    return 1.0 / math.sqrt(fan_in) * min(1.0, math.sqrt(fan_out / fan_in))
+
+
 def norm(x: torch.Tensor) -> torch.Tensor:
     """nanochat's parameter-free RMSNorm over the last dimension."""
     return F.rms_norm(x, (x.size(-1),), eps=RMS_NORM_EPS)
@@ -231,11 +240,9 @@ class NanochatGPT(nn.Module):
         it makes all logits exactly 0 (see the module docstring)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                fan_out, fan_in = module.weight.shape
-                std = 1.0 / math.sqrt(fan_in) * min(1.0, math.sqrt(fan_out / fan_in))
-                nn.init.normal_(module.weight, mean=0.0, std=std)
+                nn.init.normal_(module.weight, mean=0.0, std=linear_init_std(*module.weight.shape))
             elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, mean=0.0, std=1.0)
+                nn.init.normal_(module.weight, mean=0.0, std=EMBEDDING_INIT_STD)
         if nanochat_zeros:
             nn.init.zeros_(self.lm_head.weight)
             for block in self.transformer.h:

@@ -78,9 +78,39 @@ class CustomPolicy(Eager):
     precision = CUSTOM_POLICY.name
 
 
-BROKEN = [RaisesInPrepare(), WrongShape(), WrongDtype(), NotATuple(), NaNOutput()]
+class HalvesSharedModel(Eager):
+    """Converts the model it is handed instead of a copy, as ``model.half()`` does."""
+
+    name = "plugin-halves-shared-model"
+
+    def prepare(self, model, config):
+        half = model.half()
+
+        def run(idx, targets=None):
+            logits, loss = half(idx, targets, full_logits=True)
+            return logits.float(), loss
+
+        return run
+
+
+class WritesSharedWeights(Eager):
+    """Writes into the shared weights through ``.data``, which torch's version counter misses."""
+
+    name = "plugin-writes-shared-weights"
+
+    def prepare(self, model, config):
+        def run(idx, targets=None):
+            model.lm_head.weight.data.mul_(1.5)
+            return model(idx, targets, full_logits=True)
+
+        return run
+
+
+BROKEN = [RaisesInPrepare(), WrongShape(), WrongDtype(), NotATuple(), NaNOutput(), HalvesSharedModel(),
+          WritesSharedWeights()]
 
 
 def pytest_gpt_conformance_register(registry):
     for target in [*BROKEN, CustomPolicy()]:
         registry.register(target, source="tests.broken_plugin")
+

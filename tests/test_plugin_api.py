@@ -62,7 +62,7 @@ def test_example_target_installed_is_found_through_its_entry_point(tmp_path):
 
 def test_broken_plugin_targets_are_errors_with_their_message_never_passes(tmp_path):
     names = ["plugin-raises-in-prepare", "plugin-wrong-shape", "plugin-wrong-dtype", "plugin-not-a-tuple",
-             "plugin-nan-output", "plugin-custom-policy"]
+             "plugin-nan-output", "plugin-halves-shared-model", "plugin-writes-shared-weights", "plugin-custom-policy"]
     selection = [arg for name in names for arg in ("--target", name)]
     proc, _, outcomes = run_pytest("cases/test_parity.py", "-k", "seed and not nanochat", "-p", "tests.broken_plugin",
                                 *selection, report_dir=tmp_path / "reports")
@@ -81,6 +81,11 @@ def test_broken_plugin_targets_are_errors_with_their_message_never_passes(tmp_pa
         "plugin-wrong-shape": "returned logits of shape (64, 1, 65), expected (64, 32, 65)",
         "plugin-wrong-dtype": "returned logits of dtype torch.int32, expected a float dtype",
         "plugin-not-a-tuple": "returned Tensor, expected (logits, loss)",
+        "plugin-halves-shared-model": "target 'plugin-halves-shared-model' changed the shared reference model in "
+                                      "place during prepare (lm_head.weight dtype torch.float32 -> torch.float16",
+        "plugin-writes-shared-weights": "target 'plugin-writes-shared-weights' changed the shared reference model in "
+                                        "place during run (lm_head.weight values written in place, "
+                                        "transformer.wte.weight values written in place)",
     }
     for name, message in expected_messages.items():
         records = by_target[name]

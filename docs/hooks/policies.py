@@ -1,16 +1,23 @@
 """mkdocs hook: generate docs/policies.md's tables from the registered tolerance policies.
 
-The page holds a placeholder line, ``<!-- policies:table -->``; ``on_page_markdown`` replaces it
-with every registered policy: its description, one row per gate (level, metric, bound formula,
-min_numel, reason) and its greedy margin. The page is rebuilt from the code on every
-``mkdocs build``, so it cannot disagree with the code.
+The page holds the generated tables between ``<!-- policies:begin -->`` and
+``<!-- policies:end -->``: every policy the project itself registers (the core's and its built-in
+targets'), committed so that the page also reads on GitHub. ``python docs/hooks/policies.py``
+rewrites them, and tests/test_docs.py fails when they differ from what the code generates. On
+every ``mkdocs build``, ``on_page_markdown`` regenerates them with every registered policy,
+third-party ones installed in the building environment included: the site cannot disagree with
+the code.
 
 Registered in mkdocs.yml under ``hooks:``. Needs the project importable (``pip install -e .``).
 """
 
 from __future__ import annotations
 
-PLACEHOLDER = "<!-- policies:table -->"
+import sys
+from pathlib import Path
+
+BEGIN, END = "<!-- policies:begin -->", "<!-- policies:end -->"
+PAGE = Path(__file__).resolve().parent.parent / "policies.md"
 
 
 def _load_policies() -> dict:
@@ -89,7 +96,37 @@ def policies_markdown(policies: dict) -> str:
     return "\n".join(policy_markdown(policy) for policy in policies.values())  # registration order
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:
-    if PLACEHOLDER not in markdown:
+def builtin_policies() -> dict:
+    """The policies of the core and of the project's own targets (its own entry points), without
+    any plugin's."""
+    from importlib import metadata
+
+    from gpt_conformance.harness.core.policies import POLICIES
+    from gpt_conformance.harness.core.targets import ENTRY_POINT_GROUP, OWN_DISTRIBUTION
+
+    for entry_point in metadata.distribution(OWN_DISTRIBUTION).entry_points.select(group=ENTRY_POINT_GROUP):
+        entry_point.load()
+    return dict(POLICIES)
+
+
+def replace_generated(markdown: str, policies: dict) -> str:
+    if BEGIN not in markdown:
         return markdown
-    return markdown.replace(PLACEHOLDER, policies_markdown(_load_policies()))
+    head, rest = markdown.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{policies_markdown(policies)}{END}{tail}"
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    if BEGIN not in markdown:
+        return markdown
+    return replace_generated(markdown, _load_policies())
+
+
+if __name__ == "__main__":
+    # --print: the generated page on stdout (what tests/test_docs.py compares); else rewrite it.
+    text = replace_generated(PAGE.read_text(), builtin_policies())
+    if sys.argv[1:] == ["--print"]:
+        sys.stdout.write(text)
+    else:
+        PAGE.write_text(text)

@@ -9,12 +9,14 @@ against the fp64 truth under the target's tolerance policy.
 from __future__ import annotations
 
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from gpt_conformance.harness.core.metrics import logit_metrics, loss_metrics
 from gpt_conformance.harness.core.policies import Verdict, get_policy, judge_logits, judge_loss
+from gpt_conformance.harness.core.shared_model import ModelSnapshot, ModelStamp, SharedModelChanged, changed_message
 from gpt_conformance.harness.core.targets import Runnable, Target
 from gpt_conformance.reference.families import family_of
 from gpt_conformance.reference.model import check_inputs
@@ -35,12 +37,18 @@ class Prepared:
 class PreparedTargets:
     """Cache of prepared runnables keyed by (target name, model object), least recently used
     first out. Keying by the model object (not its config) is what lets weight-dependent
-    backends stay correct; weight-independent ones (export) cache programs per config inside."""
+    backends stay correct; weight-independent ones (export) cache programs per config inside.
+
+    It also guards the models it hands out (``gpt_conformance.harness.core.shared_model``): each is
+    stamped before its first ``prepare``, and ``check_unchanged`` compares it after every call; a
+    changed model is put back, so only the target that changed it gets the error."""
 
     def __init__(self, capacity: int = 16):
         self.capacity = capacity
         self._cache: OrderedDict[tuple[str, int], Prepared] = OrderedDict()
         self.prepare_count = 0
+        self._stamps: weakref.WeakKeyDictionary[torch.nn.Module, tuple[ModelStamp, ModelSnapshot]] = \
+            weakref.WeakKeyDictionary()
 
     def get(self, target: Target, model: torch.nn.Module) -> Prepared:
         key = (target.name, id(model))
@@ -49,14 +57,32 @@ class PreparedTargets:
             self._cache.move_to_end(key)
             hit.uses += 1
             return hit
+        if model not in self._stamps:
+            self._stamps[model] = (ModelStamp.of(model), ModelSnapshot(model))
         start = time.perf_counter()
-        runnable = target.prepare(model, getattr(model, "config", None))
+        try:
+            runnable = target.prepare(model, getattr(model, "config", None))
+        finally:
+            self.check_unchanged(target, model, "prepare")
         prepared = Prepared(runnable, model, time.perf_counter() - start, uses=1)
         self.prepare_count += 1
         self._cache[key] = prepared
         while len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
         return prepared
+
+    def check_unchanged(self, target: Target, model: torch.nn.Module, during: str) -> None:
+        """Raise ``SharedModelChanged``, naming ``target``, when ``model`` differs from its stamp,
+        after putting it back as it was (and dropping the target's runnable of it)."""
+        if model not in self._stamps:
+            return
+        stamp, snapshot = self._stamps[model]
+        changes = stamp.changes(model)
+        if changes:
+            snapshot.restore(model)
+            self._stamps[model] = (ModelStamp.of(model), snapshot)
+            self.forget(target, model)
+            raise SharedModelChanged(changed_message(target.name, during, changes))
 
     def forget(self, target: Target, model: torch.nn.Module) -> None:
         """Drop a one-off model's runnable (a localization's truncated model), so it does not push
@@ -68,8 +94,12 @@ class PreparedTargets:
 
 def run_checked(runnable: Runnable, target: Target, config, idx: torch.Tensor,
                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Validate the input against the config, run, and validate the output's shape and dtype."""
+    """Validate the input against the config, run, and validate the output's shape, dtype and
+    device. The runnable gets contiguous tensors and runs under ``no_grad`` (the contract in
+    ``gpt_conformance.harness.api``)."""
     check_inputs(config, idx, targets, length_field=family_of(config).length_field)
+    idx = idx.contiguous()
+    targets = targets.contiguous() if targets is not None else None
     with torch.no_grad():
         out = runnable(idx, targets)
     if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -82,9 +112,14 @@ def run_checked(runnable: Runnable, target: Target, config, idx: torch.Tensor,
         raise TargetOutputError(f"target {target.name!r} returned logits of shape {tuple(logits.shape)}, expected {expected}")
     if not logits.dtype.is_floating_point:
         raise TargetOutputError(f"target {target.name!r} returned logits of dtype {logits.dtype}, expected a float dtype")
+    if logits.device.type != "cpu":
+        raise TargetOutputError(f"target {target.name!r} returned logits on {logits.device}, expected a CPU tensor "
+                                f"(return logits.cpu())")
     if targets is not None and target.capabilities.returns_loss:
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise TargetOutputError(f"target {target.name!r} returned loss {loss!r}, expected a scalar tensor")
+        if loss.device.type != "cpu":
+            raise TargetOutputError(f"target {target.name!r} returned its loss on {loss.device}, expected a CPU tensor")
     elif targets is not None:
         loss = cross_entropy(logits, targets)
     return logits, loss

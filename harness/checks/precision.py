@@ -47,7 +47,7 @@ from gpt_conformance.harness.core.quant import (
     quantizable_linears,
     wrong_layout_weights,
 )
-from gpt_conformance.harness.core.targets import Target
+from gpt_conformance.harness.core.targets import ReturnsQuantizedWeights, Target
 from gpt_conformance.reference.cases import CaseSpec
 from gpt_conformance.reference.families import family_of
 
@@ -65,7 +65,7 @@ _REFERENCE_GREEDY: weakref.WeakKeyDictionary[torch.nn.Module, list[int]] = weakr
 
 
 def low_precision_of(target: Target) -> LowPrecision | None:
-    declared = getattr(target, "low_precision", None)
+    declared = target.low_precision
     if declared is not None and not isinstance(declared, LowPrecision):
         raise TypeError(f"target {target.name!r}: low_precision must be a harness.core.quant.LowPrecision, "
                         f"got {type(declared).__name__}")
@@ -83,10 +83,9 @@ def require_low_precision(target: Target) -> LowPrecision:
 def reported_quantized_weights(target: Target, runnable: Any, model: torch.nn.Module) -> dict[str, QuantizedLinear]:
     """The tensors a weight-quantized target says it computes with, checked against the model:
     the runnable's ``quantized_weights`` attribute, or the target's ``quantized_weights(model)``."""
-    quantized = getattr(runnable, "quantized_weights", None)
-    method = getattr(target, "quantized_weights", None)
-    if quantized is None and callable(method):
-        quantized = method(model)
+    quantized = runnable.quantized_weights if isinstance(runnable, ReturnsQuantizedWeights) else None
+    if quantized is None:
+        quantized = target.quantized_weights(model)
     if not isinstance(quantized, Mapping) or not quantized:
         raise ScaleLayoutError(f"target {target.name!r} declares weight quantization but reports no quantized "
                                f"weights (runnable.quantized_weights or target.quantized_weights(model): "

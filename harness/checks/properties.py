@@ -101,23 +101,35 @@ def example_dict(target: Target, model_case: ModelCase, inp: InputCase) -> dict:
     return {"target": target.name, "model": model_case.to_dict(), "input": inp.to_dict()}
 
 
-def repro_command(example: dict, plugins: tuple[str, ...] = ()) -> str:
+@dataclass(frozen=True)
+class Replay:
+    """How a printed repro command reaches the repro test from the directory of the failing run:
+    the test file's path as seen from there, the ``-p`` plugins of that run and the directories
+    that made them importable (``PYTHONPATH``; a plugin module outside the repository)."""
+
+    test_file: str = REPRO_TEST.split("::")[0]
+    plugins: tuple[str, ...] = ()
+    pythonpath: tuple[str, ...] = ()
+
+
+def repro_command(example: dict, replay: Replay = Replay()) -> str:
     """One shell line replaying ``example`` alone through ``test_property_repro``."""
-    parts = ["pytest", f"{REPRO_TEST}[{example['target']}]"]
-    for plugin in plugins:
+    prefix = ""
+    if replay.pythonpath:
+        prefix = "PYTHONPATH=" + ":".join(shlex.quote(p) for p in replay.pythonpath) + "${PYTHONPATH:+:$PYTHONPATH} "
+    parts = ["pytest", f"{replay.test_file}::{REPRO_TEST.split('::')[1]}[{example['target']}]"]
+    for plugin in replay.plugins:
         parts += ["-p", plugin]
     parts.append("--repro=" + json.dumps(example, separators=(",", ":")))
-    return " ".join(shlex.quote(p) for p in parts)
+    return prefix + " ".join(shlex.quote(p) for p in parts)
 
 
 def describe(example: dict) -> str:
     model, inp = example["model"], example["input"]
-    cfg = model["config"]
+    fields = " ".join(f"{k}={v}" for k, v in model["config"].items())
     batch, seq_len = len(inp["idx"]), len(inp["idx"][0])
-    return (f"config: n_layer={cfg['n_layer']} n_head={cfg['n_head']} n_embd={cfg['n_embd']} "
-            f"block_size={cfg['block_size']} vocab_size={cfg['vocab_size']} bias={cfg['bias']} gelu={cfg['gelu']} "
-            f"attn_impl={cfg['attn_impl']}\nweights: seed={model['seed']} std={model['weight_std']}\n"
-            f"input shape: ({batch}, {seq_len})  tokens: {inp['idx']}")
+    return (f"config ({model.get('family', 'nanogpt')}): {fields}\nweights: seed={model['seed']} "
+            f"std={model['weight_std']}\ninput shape: ({batch}, {seq_len})  tokens: {inp['idx']}")
 
 
 def is_final_run() -> bool:
@@ -139,11 +151,27 @@ class ExampleChecker:
     session: Any  # harness.checks.session.ConformanceSession
     target: Target
     model_case: ModelCase
-    plugins: tuple[str, ...] = ()
+    replay: Replay = Replay()
 
     def __post_init__(self) -> None:
+        # A pinned or replayed example of a family the target does not declare skips, on the
+        # record, before its model is built or handed over.
+        self.session.require_family(self.target, self.model_case.family, CASE_ID, self.model_case.config)
+        self.require_tiling()
         self.model = build_model(self.model_case)
         self.policy = get_policy(self.target.precision)
+
+    def require_tiling(self) -> None:
+        """Skip, on the record and before prepare, a model whose linears the target's declared
+        weight blocks cannot tile (searches draw only widths they tile; a pinned or replayed
+        example may have any)."""
+        block, config = weight_block_size(self.target), self.model_case.config
+        if block > 1 and config.n_embd % block:
+            message = (f"n_embd {config.n_embd} is not a multiple of the target's weight block size {block}: "
+                       "its blocks cannot tile the linears' in_features")
+            self.session.record(self.target, CASE_ID, "width", None, config, None, self.model_case.seed,
+                                status="skip", message=message)
+            raise UnsupportedHere(f"{self.target.name}: {message}")
 
     def check(self, inp: InputCase) -> None:
         """Check every property on ``inp``; raise the first failure (in the order listed in the
@@ -268,14 +296,21 @@ class ExampleChecker:
         return f"{self.target.name} {check}: {verdict.explain()}\n{self.context(example)}"
 
     def context(self, example: dict) -> str:
-        return f"{describe(example)}\nreproduce with:\n  {repro_command(example, self.plugins)}"
+        return f"{describe(example)}\nreproduce with:\n  {repro_command(example, self.replay)}"
 
     def record(self, check: str, verdict: Verdict | None, inp: InputCase, example: dict, **kwargs) -> None:
         extra = {"weight_std": self.model_case.weight_std, "example": example}
         if verdict is not None and verdict.failed:
-            extra["repro"] = repro_command(example, self.plugins)
+            extra["repro"] = repro_command(example, self.replay)
         self.session.record(self.target, CASE_ID, check, verdict, self.model_case.config, inp.shape,
                             self.model_case.seed, extra=extra, **kwargs)
+
+
+def weight_block_size(target: Target) -> int:
+    """The block size of the target's declared block-wise weight quantization, else 1."""
+    declared = low_precision_of(target)
+    weights = declared.weights if declared is not None else None
+    return weights.block_size if weights is not None and weights.block_size else 1
 
 
 def invocation_plugins(args: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -306,11 +341,13 @@ def load_example(text: str) -> tuple[str, ModelCase, InputCase]:
 INPUTS_PER_MODEL = 3
 
 
-def check_drawn(session: Any, target: Target, data: Any, plugins: tuple[str, ...] = ()) -> None:
-    """The body of a property example: draw a model, then up to INPUTS_PER_MODEL inputs for it,
-    and check every property on each. ``data`` is Hypothesis's ``st.data()`` or ``PinnedDraws``."""
-    model_case = data.draw(model_cases(target.capabilities), label="model")
-    checker = ExampleChecker(session, target, model_case, plugins)
+def check_drawn(session: Any, target: Target, data: Any, replay: Replay = Replay(), family: str = "nanogpt") -> None:
+    """The body of a property example: draw a model of ``family``, then up to INPUTS_PER_MODEL
+    inputs for it, and check every property on each. ``data`` is Hypothesis's ``st.data()`` or
+    ``PinnedDraws`` (whose model is fixed, of its own family)."""
+    model_case = data.draw(model_cases(target.capabilities, family, width_multiple=weight_block_size(target)),
+                           label="model")
+    checker = ExampleChecker(session, target, model_case, replay)
     for i in range(data.draw(st.integers(1, INPUTS_PER_MODEL), label="number of inputs")):
         try:
             checker.check(data.draw(input_cases(model_case.config, target.capabilities), label=f"input {i}"))
@@ -339,14 +376,14 @@ class PinnedDraws:
 
 
 def run_search(session: Any, target: Target, hypothesis_settings: settings, seed: int | None = None,
-               plugins: tuple[str, ...] = ()) -> None:
+               replay: Replay = Replay(), family: str = "nanogpt") -> None:
     """Search ``target`` for a property failure outside pytest's parametrization (tests, benchmarks):
     the same example body as ``cases/test_properties.py``, with explicit settings and seed."""
 
     @hypothesis_settings
     @given(data=st.data())
     def search(data):
-        check_drawn(session, target, data, plugins)
+        check_drawn(session, target, data, replay, family)
 
     if seed is not None:
         search = hypothesis_seed(seed)(search)

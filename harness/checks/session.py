@@ -33,6 +33,7 @@ from gpt_conformance.harness.core.policies import Verdict, error_verdict, get_po
 from gpt_conformance.harness.core.records import RecordWriter
 from gpt_conformance.harness.core.targets import Target, TargetRegistry
 from gpt_conformance.reference.cases import CaseSpec
+from gpt_conformance.reference.families import family_of
 from gpt_conformance.reference.goldens import GOLDEN_DIR, Golden, GoldenError, load_golden, write_golden
 
 
@@ -61,6 +62,8 @@ class ConformanceSession:
         # Seconds per (target, phase): what a run spends compiling, running and on the reference.
         self.phase_seconds: Counter[tuple[str, str]] = Counter()
         self.statuses: dict[str | None, list[str]] = {}
+        # Per test, the messages of declared expected failures that passed (``xpass``).
+        self.unexpected_passes: dict[str | None, list[str]] = {}
         self._localizations: dict[tuple[str, str], Localization] = {}
 
     # --- goldens --------------------------------------------------------------------------
@@ -83,7 +86,9 @@ class ConformanceSession:
     # --- running targets ------------------------------------------------------------------
     def prepare(self, target: Target, model: torch.nn.Module, case_id: str, record_errors: bool = True) -> Prepared:
         """Prepare once per (target, model); an unsupported variant skips, a crash is an error
-        (recorded unless ``record_errors`` is False: a search that will repeat it records it once)."""
+        (recorded unless ``record_errors`` is False: a search that will repeat it records it once).
+        A model of a family the target does not declare is never handed to it: that skips."""
+        self.require_family(target, family_of(model.config).name, case_id, model.config)
         try:
             prepared = self.prepared.get(target, model)
         except UnsupportedHere as exc:
@@ -115,8 +120,11 @@ class ConformanceSession:
         prepared = self.prepare(target, model, case_id, record_errors)
         start = time.perf_counter()
         try:
-            with self.timed(target, "run"):
-                logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
+            try:
+                with self.timed(target, "run"):
+                    logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
+            finally:
+                self.prepared.check_unchanged(target, model, check)
         except UnsupportedHere as exc:
             self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip", message=str(exc))
             raise UnsupportedHere(f"{target.name}: {exc}") from None
@@ -218,8 +226,11 @@ class ConformanceSession:
         """Greedy-decode ``model`` on ``target``, compare it tie-aware with ``reference`` (see
         ``gpt_conformance.harness.checks.decode``) under the target's ``greedy_margin``, and record the comparison."""
         config = model.config
+        family = family_of(config)
+        self.require_family(target, family.name, case_id, config)
+        block_size = family.block_size(config)
         fed = len(reference.prompt) + len(reference.tokens) - 1  # the last new token is never fed back
-        window = choose_window(target.capabilities, fed, config.block_size)
+        window = choose_window(target.capabilities, fed, block_size)
         shape = (1, fed) if window is None else (window.batch, window.seq_len)
         if window is None:
             limit = None if target.capabilities.accepts(1, fed) else target.capabilities.max_seq_len
@@ -236,7 +247,7 @@ class ConformanceSession:
 
         start = time.perf_counter()
         try:
-            comparison = compare_greedy(forward, reference, policy.greedy_margin, config.block_size, window)
+            comparison = compare_greedy(forward, reference, policy.greedy_margin, block_size, window)
         except NonFiniteLogitsError as exc:
             verdict = error_verdict("greedy", target.precision, exc)
             self.record(target, case_id, "greedy", verdict, config, shape, None)
@@ -270,8 +281,30 @@ class ConformanceSession:
             "test_id": self.test_id,
             **(extra or {}),
         }
+        self.expect(target, body)
         self.statuses.setdefault(self.test_id, []).append(body["status"])
         return self.writer.write(body)
+
+    def expect(self, target: Target, body: dict) -> None:
+        """Turn a record of a declared expected failure (``ExpectedFailure``) into ``xfail`` when
+        it failed or erred, and into ``xpass``, which is red and names the declaration, when it
+        passed."""
+        if body["status"] not in ("pass", "fail", "error"):
+            return
+        declared = self.registry.expected_failure(target, body["case"], body["check"])
+        if declared is None:
+            return
+        body["expected_failure"] = {"case": declared.case, "check": declared.check, "reason": declared.reason,
+                                    "verdict": body["status"]}
+        if body["status"] == "pass":
+            body["status"] = "xpass"
+            body["message"] = (f"{target.name} on {body['case']}: {body['check']} passes, but it is declared an "
+                               f"expected failure (case {declared.case!r}, check {declared.check!r}: "
+                               f"{declared.reason}); remove the declaration")
+            self.unexpected_passes.setdefault(self.test_id, []).append(body["message"])
+        else:
+            body["status"] = "xfail"
+            body["message"] = f"expected failure ({declared.reason}): {body['message']}"
 
 
 def assert_verdict(verdict: Verdict) -> None:

@@ -1,5 +1,8 @@
 """Checks layer: Hypothesis strategies for GPT conformance: configs, weights and inputs, limited by what a target accepts.
 
+Each model family has its config strategy: ``gpt_configs`` (nanoGPT) here, ``nanochat_configs`` in
+``gpt_conformance.harness.checks.family_strategies``; ``model_cases(capabilities, family)`` draws from the one named.
+
 Reusable by any target's tests::
 
     from hypothesis import given, strategies as st
@@ -27,9 +30,12 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import torch
+from gpt_conformance.harness.checks.family_strategies import head_dims, nanochat_configs
 from gpt_conformance.harness.core.targets import Capabilities
 from gpt_conformance.reference.cases import NANOGPT_STD, CaseSpec, build_case, perturb_weights
-from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.reference.families import family_named, family_of
+from gpt_conformance.reference.model import GPTConfig
+from gpt_conformance.reference.nanochat import NanochatConfig
 from hypothesis import strategies as st
 
 MAX_LAYERS = 4
@@ -52,18 +58,30 @@ MAX_PATCHES = 3
 
 @dataclass(frozen=True)
 class ModelCase:
-    """A model: config, init seed, and the std its weights are rescaled to."""
+    """A model: config (its type says the family), init seed, and the std its weights are rescaled
+    to (``perturb_weights``; nanoGPT's 0.02 keeps the family's own init)."""
 
-    config: GPTConfig
+    config: GPTConfig | NanochatConfig
     seed: int = 0
     weight_std: float = NANOGPT_STD
 
+    @property
+    def family(self) -> str:
+        return family_of(self.config).name
+
+    @property
+    def block_size(self) -> int:
+        return family_of(self.config).block_size(self.config)
+
     def to_dict(self) -> dict:
-        return {"config": self.config.to_dict(), "seed": self.seed, "weight_std": self.weight_std}
+        return {"family": self.family, "config": self.config.to_dict(), "seed": self.seed,
+                "weight_std": self.weight_std}
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelCase:
-        return cls(GPTConfig.from_dict(data["config"]), int(data["seed"]), float(data["weight_std"]))
+        # Examples printed before there were families hold no "family": they are nanoGPT's.
+        family = family_named(data.get("family", "nanogpt"))
+        return cls(family.config_from_dict(data["config"]), int(data["seed"]), float(data["weight_std"]))
 
 
 @dataclass(frozen=True)
@@ -114,13 +132,15 @@ class InputCase:
 # --- models ------------------------------------------------------------------------------
 @st.composite
 def gpt_configs(draw, max_layers: int = MAX_LAYERS, max_heads: int = MAX_HEADS, max_head_dim: int = MAX_HEAD_DIM,
-                max_block_size: int = MAX_BLOCK_SIZE, large_vocab: int = LARGE_VOCAB) -> GPTConfig:
+                max_block_size: int = MAX_BLOCK_SIZE, large_vocab: int = LARGE_VOCAB,
+                width_multiple: int = 1) -> GPTConfig:
     """GPTConfigs, drawn size-first so that shrinking reaches the smallest model: n_layer, n_head,
-    head_dim (odd ones too; n_embd = n_head * head_dim), block_size, vocab_size (2..512, one in
-    eight up to ``large_vocab``), then bias, GELU and attention variants (plain one first)."""
+    head_dim (odd ones too; n_embd = n_head * head_dim, a multiple of ``width_multiple``),
+    block_size, vocab_size (2..512, one in eight up to ``large_vocab``), then bias, GELU and
+    attention variants (plain one first)."""
     n_layer = draw(st.integers(1, max_layers))
     n_head = draw(st.integers(1, max_heads))
-    head_dim = draw(st.integers(1, max_head_dim))
+    head_dim = draw(head_dims(n_head, max_head_dim, width_multiple))
     block_size = draw(st.integers(1, max_block_size))
     large = draw(st.integers(0, LARGE_VOCAB_ODDS - 1)) == LARGE_VOCAB_ODDS - 1
     vocab_size = draw(st.integers(SMALL_VOCAB + 1, large_vocab) if large else st.integers(2, SMALL_VOCAB))
@@ -131,14 +151,24 @@ def gpt_configs(draw, max_layers: int = MAX_LAYERS, max_heads: int = MAX_HEADS, 
                      n_embd=n_head * head_dim, bias=bias, gelu=gelu, attn_impl=attn_impl)
 
 
-def model_cases(capabilities: Capabilities | None = None, **config_limits) -> st.SearchStrategy[ModelCase]:
-    """A config, an init seed and a weight std. A target that accepts no sequence longer than
-    ``max_seq_len`` gets no block_size beyond it (its positions past that could never run)."""
+def model_cases(capabilities: Capabilities | None = None, family: str = "nanogpt",
+                **config_limits) -> st.SearchStrategy[ModelCase]:
+    """A config of ``family``, an init seed and a weight std. A target that accepts no sequence
+    longer than ``max_seq_len`` gets no block_size (nanochat: sequence_len) beyond it (its
+    positions past that could never run); ``width_multiple=B`` draws widths that blocks of B tile."""
     caps = capabilities or Capabilities()
+    family_named(family)  # an unknown family is a KeyError that names the known ones
+    length_limit = "max_block_size" if family == "nanogpt" else "max_sequence_len"
     longest = max_seq_len(caps)
     if longest is not None:
-        config_limits["max_block_size"] = min(config_limits.get("max_block_size", MAX_BLOCK_SIZE), longest)
-    return st.builds(ModelCase, gpt_configs(**config_limits), st.integers(0, 2**16), st.sampled_from(WEIGHT_STDS))
+        config_limits[length_limit] = min(config_limits.get(length_limit, MAX_BLOCK_SIZE), longest)
+    if family == "nanogpt":
+        configs = gpt_configs(**config_limits)
+    else:  # nanoGPT's sizes; vocabularies up to 512 (a large one costs seconds per example on CPU)
+        limits = dict(max_layers=MAX_LAYERS, max_heads=MAX_HEADS, max_head_dim=MAX_HEAD_DIM,
+                      max_sequence_len=MAX_BLOCK_SIZE, max_vocab=SMALL_VOCAB, attn_impl=None)
+        configs = nanochat_configs(**{**limits, **config_limits})
+    return st.builds(ModelCase, configs, st.integers(0, 2**16), st.sampled_from(WEIGHT_STDS))
 
 
 def max_seq_len(caps: Capabilities) -> int | None:
@@ -149,24 +179,24 @@ def max_seq_len(caps: Capabilities) -> int | None:
 
 
 @lru_cache(maxsize=8)
-def build_model(case: ModelCase) -> GPT:
+def build_model(case: ModelCase) -> torch.nn.Module:
     """The fp32 eval-mode model of ``case``, built once per case: the same object comes back for
     the same case, so prepared targets are reused across inputs and across Hypothesis examples.
 
-    nanoGPT's init under ``torch.manual_seed(seed)``, then ``gpt_conformance.reference.cases.perturb_weights`` when
-    the std is not nanoGPT's: exactly ``build_case``'s model for a named case of the same seed and std."""
-    torch.manual_seed(case.seed)
-    model = GPT(case.config).eval()
+    The family's init under ``torch.manual_seed(seed)``, then ``gpt_conformance.reference.cases.perturb_weights``
+    when the std is not nanoGPT's: exactly ``build_case``'s model for a named case of the same seed and std."""
+    model = family_of(case.config).build(case.config, case.seed)
     if case.weight_std != NANOGPT_STD:
         perturb_weights(model, case.weight_std, case.seed)
     return model
 
 
 # --- inputs ------------------------------------------------------------------------------
-def shape_limits(config: GPTConfig, caps: Capabilities) -> list[tuple[int, int]]:
+def shape_limits(config: GPTConfig | NanochatConfig, caps: Capabilities) -> list[tuple[int, int]]:
     """The largest (batch, seq_len) boxes the target accepts for this config: its static buckets,
     or one box bounded by its maxima, the config's block_size and MAX_BATCH."""
-    top_seq = min(config.block_size, caps.max_seq_len or config.block_size)
+    block_size = family_of(config).block_size(config)
+    top_seq = min(block_size, caps.max_seq_len or block_size)
     top_batch = min(MAX_BATCH, caps.max_batch or MAX_BATCH)
     if not caps.dynamic_shapes and caps.static_shapes:
         boxes = [(min(b, top_batch), min(s, top_seq)) for b, s in caps.static_shapes]
@@ -174,7 +204,7 @@ def shape_limits(config: GPTConfig, caps: Capabilities) -> list[tuple[int, int]]
         boxes = [(top_batch, top_seq)]
     boxes = [(b, s) for b, s in boxes if b >= 1 and s >= 1]
     if not boxes:
-        raise ValueError(f"capabilities {caps} accept no input for block_size {config.block_size}")
+        raise ValueError(f"capabilities {caps} accept no input for block_size {block_size}")
     return boxes
 
 
@@ -207,7 +237,7 @@ def _rows(t: torch.Tensor) -> tuple[tuple[int, ...], ...]:
 
 
 @st.composite
-def input_cases(draw, config: GPTConfig, capabilities: Capabilities | None = None,
+def input_cases(draw, config: GPTConfig | NanochatConfig, capabilities: Capabilities | None = None,
                 max_logits: int = MAX_LOGITS) -> InputCase:
     """An input the target accepts (batch first, then seq_len, both shrinking to 1; T = 1 and
     T = the longest are favoured), its targets, and the variations the invariants need."""
@@ -241,7 +271,7 @@ def input_cases(draw, config: GPTConfig, capabilities: Capabilities | None = Non
 
 # --- the named cases, pinned -------------------------------------------------------------
 def named_example(spec: CaseSpec) -> tuple[ModelCase, InputCase]:
-    """A named case as a property example: its model (nanoGPT init under its seed, exactly
+    """A named case as a property example: its model (its family's init under its seed, exactly
     ``build_case``'s) and its seeded input, with the invariants' variations drawn from the seed:
     causality cuts in the middle, prefix consistency keeps half, batch independence reruns the
     last row among fresh neighbours."""
@@ -265,5 +295,5 @@ def example_size(model: ModelCase, inp: InputCase) -> dict[str, int]:
     """The numbers a shrunk example is judged small by."""
     cfg = model.config
     return {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "head_dim": cfg.n_embd // cfg.n_head,
-            "block_size": cfg.block_size, "vocab_size": cfg.vocab_size, "batch": inp.shape[0],
+            "block_size": model.block_size, "vocab_size": cfg.vocab_size, "batch": inp.shape[0],
             "seq_len": inp.shape[1], "params": sum(math.prod(p.shape) for p in build_model(model).parameters())}

@@ -31,9 +31,10 @@ AVAILABLE = Availability(True)
 
 
 @cache
-def probe_package(module: str, extra: str | None = None) -> Availability:
-    """Import ``module``; ImportError and OSError (a missing shared library) mean unavailable."""
-    hint = f" (pip install 'gpt-conformance[{extra}]')" if extra else ""
+def probe_package(module: str, extra: str | None = None, distribution: str = "gpt-conformance") -> Availability:
+    """Import ``module``; ImportError and OSError (a missing shared library) mean unavailable. The
+    hint installs ``distribution`` with ``extra``, the distribution that declares that extra."""
+    hint = f" (pip install '{distribution}[{extra}]')" if extra else ""
     try:
         importlib.import_module(module)
     except ImportError as exc:

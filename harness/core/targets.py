@@ -5,9 +5,11 @@ and the registry that holds the targets of a run. Backend authors import these t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from importlib import metadata
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from gpt_conformance.harness.core.policies import get_policy
@@ -19,6 +21,7 @@ from gpt_conformance.harness.core.probes import (
     probe_neuron_device,
     probe_package,
 )
+from gpt_conformance.harness.core.quant import LowPrecision, QuantizedLinear
 from gpt_conformance.reference.families import FAMILIES
 
 ENTRY_POINT_GROUP = "gpt_conformance.targets"
@@ -30,11 +33,14 @@ DEVICE_MARKERS = {"cpu": "cpu", "cuda": "gpu", "neuron": "trn1"}
 
 @dataclass(frozen=True)
 class Requirements:
-    """What a target needs. ``packages`` holds (import name, pip extra or None) pairs."""
+    """What a target needs. ``packages`` holds (import name, pip extra or None) pairs; an extra is
+    one of ``distribution``'s, the name that a missing package's hint installs
+    (``pip install 'DISTRIBUTION[extra]'``): a third-party target names its own."""
 
     packages: tuple[tuple[str, str | None], ...] = ()
     device: str = "cpu"  # "cpu" | "cuda" | "neuron"
     min_cuda_capability: tuple[int, int] | None = None
+    distribution: str = "gpt-conformance"
 
     def __post_init__(self) -> None:
         if self.device not in DEVICE_MARKERS:
@@ -105,6 +111,44 @@ class Capabilities:
         return True
 
 
+@dataclass(frozen=True)
+class ExpectedFailure:
+    """A known divergence of a target, declared so that a new backend's first run can be triaged:
+    ``check`` (``"logits"``, ``"loss"``, ``"greedy"``, a property...) of ``case`` (a case id)
+    fails or errs, for ``reason``. Both are ``fnmatch`` patterns (``"nanochat-*"``).
+
+    Its records get status ``xfail`` (never a pass), with the verdict and the reason; if it passes
+    instead, the record is ``xpass`` and the run is red, naming it: remove the declaration."""
+
+    case: str
+    check: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise ValueError(f"ExpectedFailure({self.case!r}, {self.check!r}) needs a reason")
+
+    def matches(self, case: str, check: str) -> bool:
+        return fnmatchcase(case, self.case) and fnmatchcase(check, self.check)
+
+
+@runtime_checkable
+class ReturnsIntermediates(Protocol):
+    """A runnable of a target with ``Capabilities(returns_intermediates=True)``."""
+
+    def intermediates(self, idx: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        """``{name: tensor}`` under the names of ``intermediate_names(n_layer)`` (hidden states
+        ``[B, T, n_embd]``, ``logits`` ``[B, T, V]``); names it cannot expose may be left out."""
+
+
+@runtime_checkable
+class ReturnsQuantizedWeights(Protocol):
+    """A runnable of a weight-quantized target that carries the tensors it computes with (the
+    alternative is ``Target.quantized_weights(model)``)."""
+
+    quantized_weights: Mapping[str, QuantizedLinear]
+
+
 class Runnable(Protocol):
     """What ``Target.prepare`` returns: a callable from token ids (and targets) to outputs.
 
@@ -143,11 +187,17 @@ class Target:
     # Extra pytest markers on every test of this target, e.g. ("slow",) for a target whose first
     # compile takes tens of seconds, so ``-m "not slow"`` leaves it out. Registered markers only.
     marks: tuple[str, ...] = ()
+    # A reduced-precision target declares what it computes in (and how its weights are
+    # quantized): it opts into the two-level checks (docs/precision.md) and out of fp32 parity.
+    low_precision: LowPrecision | None = None
+    # Known divergences (ExpectedFailure): reported as ``xfail``, and as a red ``xpass`` once they
+    # pass. A plugin can add some to a target it did not write: ``registry.expect_failure``.
+    expected_failures: tuple[ExpectedFailure, ...] = ()
 
     def probe(self) -> Availability:
         """Can this target run here? Default: every required package imports and the device exists."""
         req = self.requirements
-        checks = [probe_package(module, extra) for module, extra in req.packages]
+        checks = [probe_package(module, extra, req.distribution) for module, extra in req.packages]
         if req.device == "cuda":
             checks.append(probe_cuda(req.min_cuda_capability))
         elif req.device == "neuron":
@@ -156,6 +206,12 @@ class Target:
 
     def prepare(self, model: torch.nn.Module, config: Any) -> Runnable:
         raise NotImplementedError(f"target {self.name!r} does not implement prepare()")
+
+    def quantized_weights(self, model: torch.nn.Module) -> Mapping[str, QuantizedLinear] | None:
+        """The quantized tensors this target computes ``model`` with (``{linear name: QuantizedLinear}``),
+        for a target with ``low_precision.weights`` whose runnable does not carry them as its
+        ``quantized_weights`` attribute (``ReturnsQuantizedWeights``). None: not reported here."""
+        return None
 
     def environment(self) -> dict[str, Any]:
         """Versions and settings that belong in every record of this target (compiler args...)."""
@@ -197,6 +253,7 @@ class TargetRegistry:
     def __init__(self) -> None:
         self._targets: dict[str, Target] = {}
         self.sources: dict[str, str] = {}
+        self._expected: dict[str, list[ExpectedFailure]] = {}
 
     def register(self, target: Target, source: str = "direct") -> Target:
         """Add ``target``; ``source`` names where it came from in error messages. Registering the
@@ -212,6 +269,18 @@ class TargetRegistry:
         self._targets[target.name] = target
         self.sources[target.name] = source
         return target
+
+    def expect_failure(self, target_name: str, case: str, check: str, reason: str) -> ExpectedFailure:
+        """Declare a known divergence of the target named ``target_name`` (see ``ExpectedFailure``),
+        from a plugin: the target may be one the plugin did not write."""
+        declared = ExpectedFailure(case, check, reason)
+        self._expected.setdefault(target_name, []).append(declared)
+        return declared
+
+    def expected_failure(self, target: Target, case: str, check: str) -> ExpectedFailure | None:
+        """The first declaration, the target's own then its plugins', that covers ``case``/``check``."""
+        declared = (*target.expected_failures, *self._expected.get(target.name, ()))
+        return next((d for d in declared if d.matches(case, check)), None)
 
     def register_all(self, obj: Any, source: str) -> None:
         """Register a Target, an iterable of Targets, or what a callable returns."""

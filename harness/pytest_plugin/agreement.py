@@ -1,9 +1,12 @@
 """Pytest glue: every conformance test's outcome agrees with its records.
 
+- a test with an ``xpass`` record (a declared expected failure that passed) is reported failed,
+  naming the declaration;
 - a passed test holds no ``fail`` or ``error`` record (``pass``, ``recorded`` and the ``skip`` of
   a vacuous sub-check are fine); if it does, the test is reported failed, with the records' word;
 - a failed test holds a ``fail`` or ``error`` record; if it wrote none (the case itself raised),
   an ``error`` record with the failure's first line is written for it;
+- a test that is pytest's xfail holds ``xfail`` records (``outcomes``), and no skip is added;
 - a skipped test holds a ``skip`` record and no ``fail`` or ``error``; a skip the case did not
   record (a probe, a ``pytest.skip`` in the case) is recorded with its reason.
 
@@ -17,7 +20,7 @@ import pytest
 from gpt_conformance.harness.core.targets import Target
 from gpt_conformance.harness.pytest_plugin.plugin import SESSION_KEY
 
-BAD = ("fail", "error")
+BAD = ("fail", "error", "xpass")
 
 
 def target_of(item: pytest.Item) -> Target | None:
@@ -50,7 +53,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return report
     statuses = session.statuses.get(item.nodeid, [])
     bad = [s for s in statuses if s in BAD]
-    if bad and not report.failed:
+    unexpected = session.unexpected_passes.get(item.nodeid, [])
+    if unexpected and not report.failed:
+        report.outcome = "failed"
+        report.longrepr = "gpt-conformance: a declared expected failure passes (xpass):\n" + "\n".join(unexpected)
+    elif hasattr(report, "wasxfail"):
+        return report
+    elif bad and not report.failed:
         was = "passed" if report.passed else f"skipped ({first_line(report, call)})"
         report.outcome = "failed"
         report.longrepr = (f"gpt-conformance: the test {was}, but its records hold {len(bad)} "

@@ -3,13 +3,15 @@
 ``UnsupportedHere`` is a skip with its message; ``CheckFailed`` and ``CheckError`` are failures
 that print their message (every gate, or what the target did) without a Python traceback, since
 the record already holds the verdict and a traceback into the harness says nothing about the
-target.
+target. A failure whose records are all declared expected failures (``xfail``) is pytest's
+xfail, with the declaration's reason.
 """
 
 from __future__ import annotations
 
 import pytest
 from gpt_conformance.harness.core.errors import CheckError, CheckFailed, UnsupportedHere
+from gpt_conformance.harness.pytest_plugin.plugin import SESSION_KEY
 
 
 @pytest.hookimpl(wrapper=True)
@@ -24,4 +26,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     # ("During handling of the above exception, another exception occurred").
     if skipped is not None:
         pytest.skip(skipped)
+    session = pyfuncitem.config.stash.get(SESSION_KEY, None)
+    statuses = session.statuses.get(pyfuncitem.nodeid, []) if session is not None else []
+    if "xfail" in statuses and not {"fail", "error", "xpass"} & set(statuses):
+        pytest.xfail(f"declared expected failure: {failed}")
     pytest.fail(failed, pytrace=False)

@@ -14,11 +14,13 @@ from typing import Any
 
 from gpt_conformance.harness.core.records import read_records
 
-# "recorded": measured and shown, not judged (neither green nor red).
-STATUSES = ("error", "fail", "pass", "recorded", "skip")
+# "recorded": measured and shown, not judged (neither green nor red). "xfail": a declared expected
+# failure that failed (not green); "xpass": a declared expected failure that passed (red: the
+# declaration is stale).
+STATUSES = ("error", "fail", "xpass", "pass", "xfail", "recorded", "skip")
 # Worst first: a cell with several records shows its worst status.
-SEVERITY = {"error": 0, "fail": 1, "pass": 2, "recorded": 3, "skip": 4}
-BAD = ("error", "fail")
+SEVERITY = {"error": 0, "fail": 1, "xpass": 2, "pass": 3, "xfail": 4, "recorded": 5, "skip": 6}
+BAD = ("error", "fail", "xpass")
 # A metric "moved" when |new - old| / max(|old|, |new|) exceeds this (0.5: doubled or halved).
 DEFAULT_TREND_THRESHOLD = 0.5
 # Full detail blocks cost ~6 KB each; past this many, the rest are listed one line each (still
@@ -30,7 +32,7 @@ KNOWN_KEYS = {
     "schema", "run_id", "time", "target", "precision", "device", "case", "check", "status", "message",
     "policy", "metrics", "baseline", "gates", "config", "input_shape", "seed", "duration_s",
     "environment", "target_environment", "histogram", "greedy", "quality", "property", "latency",
-    "repro", "golden_sha256", "localization",
+    "repro", "golden_sha256", "localization", "expected_failure",
 }
 
 

@@ -1,1 +1,1 @@
-"""An example third-party gpt-conformance target: the reference GPT's forward pass in NumPy."""
+"""Example third-party gpt-conformance targets: the reference GPT's forward pass in NumPy (``targets``), and nanochat's (``nanochat``)."""
