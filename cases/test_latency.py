@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from gpt_conformance.harness.checks.decode import choose_window, greedy_decode
+from gpt_conformance.harness.checks.decode import choose_window, greedy_decode, reference_greedy
 from gpt_conformance.harness.checks.latency import LatencyRun, forward_flops
+from gpt_conformance.harness.checks.precision import claimed_model
+from gpt_conformance.harness.checks.session import assert_verdict
 from gpt_conformance.reference.cases import GPT2_SMALL_CONFIG, SEED_CONFIG
 from gpt_conformance.reference.model import GPT, GPTConfig
 from gpt_conformance.reference.train import load_zen_model
@@ -47,13 +49,13 @@ FORWARD_SHAPES = [
     pytest.param(Shape("seed-64x32", SEED_CONFIG, 64, 32), id="seed-64x32"),
     pytest.param(Shape("tiny-1x64", ZEN, 1, 64, seed=1), id="tiny-1x64"),
     pytest.param(Shape("gpt2-small-1x128", GPT2_SMALL_CONFIG, 1, 128, seed=2), id="gpt2-small-1x128",
-                 marks=pytest.mark.slow),
+                 marks=[pytest.mark.slow, pytest.mark.nightly]),
 ]
 # Generation starts from a prompt of this many tokens and appends the profile's new_tokens.
 GENERATE_SHAPES = [
     pytest.param(Shape("tiny-generate-1x16", ZEN, 1, 16, seed=3), id="tiny-1x16"),
     pytest.param(Shape("gpt2-small-generate-1x16", GPT2_SMALL_CONFIG, 1, 16, seed=4), id="gpt2-small-1x16",
-                 marks=pytest.mark.slow),
+                 marks=[pytest.mark.slow, pytest.mark.nightly]),
 ]
 
 
@@ -126,6 +128,11 @@ def test_generation_throughput(target, shape, benchmark, conformance, latency_se
                                "decode": "harness.checks.decode.greedy_decode: whole sequence each step, no KV cache",
                                "first_result": "prepare + one forward on the prompt (time to first token)"})
     assert record["latency"]["new_tokens"] == new_tokens > 0
+    # What was generated is judged as the greedy check judges decoding: tie-aware, against the fp64
+    # greedy tokens of what the target claims to compute (a quantized target's own weights).
+    reference = reference_greedy(claimed_model(target, target_runnable, model, torch.float64), prompt[0].tolist(),
+                                 new_tokens)
+    assert_verdict(conformance.check_greedy(target, model, reference, shape.name))
 
 
 # The decode path (docs/decode.md): a prompt of this many tokens prefilled into the target's cache,

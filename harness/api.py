@@ -38,7 +38,9 @@ keys and config fields generated from the code):
   ``ignore_index=-1`` in a loss of your own). It returns ``(logits, loss)``: CPU tensors, logits
   ``[B, T, vocab_size]`` of a float dtype for *every* position, loss a scalar or None. Any
   contiguity and float dtype is accepted. A wrong shape, dtype or device is an ``error``;
-  NaN or Inf a ``fail``. Neither ever counts as a pass or stops the run.
+  NaN or Inf a ``fail``. Neither ever counts as a pass or stops the run. ``UnsupportedHere`` from
+  ``run`` skips only on an input shape the capabilities do not accept: on a shape they accept it
+  is an ``error`` (the target promised that shape).
 - ``probe()`` runs when a test is set up; an unavailable target skips with its exact reason. A
   package in ``Requirements(packages=((import_name, extra),))`` that does not import is reported
   with ``pip install 'DISTRIBUTION[extra]'``: ``Requirements(distribution=...)`` names yours.

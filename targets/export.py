@@ -4,7 +4,7 @@ The original check this project grew from: wrap the model so every parameter is 
 input, call it through ``torch.func.functional_call``, export with ``strict=False`` and run
 ``ep.module()``. Because the weights are inputs, one exported program serves every model of a
 config: it is exported once per (config, variant, with/without targets), with dynamic batch and
-sequence dimensions, and cached for the whole session.
+sequence dimensions, by ``gpt_conformance.targets.capture``, which every target of the process shares.
 
 Every variant returns the reference's named intermediates (``gpt_conformance.reference.intermediates``) when the
 harness asks, to locate a failure: a third program per config, whose extra outputs are the
@@ -15,58 +15,21 @@ Variants, each its own target:
 - ``export``: non-strict export (``strict=False``); it also decodes, through an exported prefill
   program and step program over a static cache (``gpt_conformance.targets.export_decode``).
 - ``export-strict``: TorchDynamo-traced strict export.
-- ``export-serdes``: non-strict export round-tripped through ``torch.export.save``/``load``.
+- ``export-serdes``: ``export``'s own program round-tripped through ``torch.export.save``/``load``.
 """
 
 from __future__ import annotations
 
-import copy
 import io
 import time
-import warnings
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from gpt_conformance.harness.api import ALL_FAMILIES, Capabilities, Decoding, Target, UnsupportedHere
-from gpt_conformance.reference.families import family_of
-from gpt_conformance.reference.intermediates import LOGITS, IntermediateRecorder, ordered
+from gpt_conformance.targets.capture import PROGRAMS, FunctionalGPT, example_inputs, parameters_of
 from gpt_conformance.targets.export_decode import DecodePrograms, ExportedDecoder
-
-
-class FunctionalGPT(torch.nn.Module):
-    """Calls the wrapped model with parameters passed in, so none are baked into the graph.
-    The model's family says how to get (logits, loss) out of its forward."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-        self.family = family_of(model.config)
-
-    def forward(self, params: dict[str, torch.Tensor], idx: torch.Tensor, targets: torch.Tensor | None = None):
-        def call(*args, **kwargs):
-            return torch.func.functional_call(self.model, params, args, kwargs)
-
-        return self.family.logits_and_loss(call, idx, targets)
-
-
-class IntermediatesGPT(FunctionalGPT):
-    """``FunctionalGPT`` whose outputs are the named intermediates, logits included. The hooks
-    are attached here, before export traces the forward pass: strict export cannot trace their
-    registration, and the model is this program's own copy (``with_spare_mask_row``)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__(model)
-        self.recorder = IntermediateRecorder(model)
-
-    def forward(self, params: dict[str, torch.Tensor], idx: torch.Tensor):
-        self.recorder.values.clear()
-        logits, _ = super().forward(params, idx)
-        return logits, ordered({**self.recorder.values, LOGITS: logits}, self.model.config.n_layer)
-
-
-# The programs of one config: logits only, with the loss, and with the named intermediates.
-VARIANTS = ("logits", "loss", "intermediates")
 
 
 @dataclass
@@ -74,46 +37,6 @@ class ExportedProgram:
     module: torch.nn.Module
     export_seconds: float
     program_bytes: int | None = None
-
-
-def parameters_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters by name (tied weights once, as named_parameters dedups them), detached."""
-    return {name: p.detach() for name, p in model.named_parameters()}
-
-
-def with_spare_mask_row(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` whose causal-mask buffers (the manual attention path's) have one spare
-    row and column. torch.export specialises a slice that covers a whole dimension: slicing the
-    block_size mask to ``[:T, :T]`` adds the guard ``T != block_size``, which contradicts the
-    dynamic seq range, so the full-block length could not be exported (found by the property
-    search). With a spare row the slice is never whole; the first block_size rows are unchanged."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        mask = getattr(module, "bias", None)
-        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.dim() == 4:
-            n = mask.size(-1)
-            spare = torch.zeros(*mask.shape[:2], n + 1, n + 1, dtype=torch.bool)
-            spare[..., :n, :n] = mask
-            module.bias = spare
-    return model
-
-
-def dynamic_shapes_for(config, params: dict[str, torch.Tensor], with_targets: bool):
-    """Dynamic batch (>= 1) and sequence (1..block size) for idx and targets; parameters static."""
-    block_size = family_of(config).block_size(config)
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    dims = {0: batch}
-    if block_size >= 2:
-        dims[1] = torch.export.Dim("seq", min=1, max=block_size)
-    spec = ({name: None for name in params}, dims)
-    return spec + (dims,) if with_targets else spec
-
-
-def example_inputs(config, with_targets: bool) -> tuple[torch.Tensor, ...]:
-    # Sizes of 2 avoid torch.export's specialisation of dimensions whose example size is 0 or 1.
-    seq = min(2, family_of(config).block_size(config))
-    idx = torch.zeros(2, seq, dtype=torch.long)
-    return (idx, torch.zeros_like(idx)) if with_targets else (idx,)
 
 
 class ExportedProgramIgnoresParameters(RuntimeError):
@@ -192,12 +115,16 @@ class ExportTarget(Target):
             self.capabilities = replace(ExportTarget.capabilities, decode=Decoding())
         self._programs: dict[tuple[Any, str], ExportedProgram] = {}
         self.export_count = 0
+        # Where this target's programs came from: captured, loaded from the program cache, ...
+        self.sources: Counter[str] = Counter()
 
     def environment(self) -> dict:
-        return {"export_strict": self.strict, "export_serdes": self.serdes}
+        cache = PROGRAMS.cache
+        return {"export_strict": self.strict, "export_serdes": self.serdes, "programs": dict(self.sources),
+                "program_cache": str(cache.directory) if cache else "off"}
 
     def program(self, model: torch.nn.Module, variant: str) -> ExportedProgram:
-        """The exported program of ``model``'s config for ``variant`` (one of ``VARIANTS``)."""
+        """The exported program of ``model``'s config for ``variant`` (one of ``capture.VARIANTS``)."""
         key = (model.config, variant)
         if key not in self._programs:
             self._programs[key] = self._export(model, variant)
@@ -205,19 +132,11 @@ class ExportTarget(Target):
         return self._programs[key]
 
     def _export(self, model: torch.nn.Module, variant: str) -> ExportedProgram:
-        params = parameters_of(model)
-        with_targets = variant == "loss"
-        wrapper = IntermediatesGPT if variant == "intermediates" else FunctionalGPT
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            # Strict export warns that functional_call swaps module parameters: that is its job.
-            warnings.filterwarnings("ignore", message=".*side effects happened.*")
-            ep = torch.export.export(
-                wrapper(with_spare_mask_row(model)),
-                (params, *example_inputs(model.config, with_targets)),
-                dynamic_shapes=dynamic_shapes_for(model.config, params, with_targets),
-                strict=self.strict,
-            )
+        # export-serdes round-trips export's own program: one non-strict capture serves both.
+        capture = PROGRAMS.export("export-strict" if self.strict else "export", model, variant)
+        self.sources[capture.source] += 1
+        ep = capture.program
         size = None
         if self.serdes:
             if not hasattr(torch.export, "save") or not hasattr(torch.export, "load"):
@@ -228,7 +147,8 @@ class ExportTarget(Target):
             buffer.seek(0)
             ep = torch.export.load(buffer)
         module = ep.module()
-        check_depends_on_parameters(module, model, params, example_inputs(model.config, with_targets), self.name)
+        params = parameters_of(model)
+        check_depends_on_parameters(module, model, params, example_inputs(model.config, variant == "loss"), self.name)
         return ExportedProgram(module, time.perf_counter() - start, size)
 
     def prepare(self, model, config):

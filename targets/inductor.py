@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 from gpt_conformance.harness.api import ALL_FAMILIES, AVAILABLE, Availability, Capabilities, Target, UnsupportedHere
+from gpt_conformance.targets.capture import FunctionalGPT
 from gpt_conformance.targets.devices import on_device, outputs_to_cpu
-from gpt_conformance.targets.export import FunctionalGPT
 
 # Every config the session sees is a separate dynamo cache entry of the same code object
 # (FunctionalGPT.forward); dynamo's default limit of 8 entries would be reached by a property run.

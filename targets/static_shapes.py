@@ -6,7 +6,8 @@ the on-disk artifact cache. Nothing here knows which compiler made an artifact.
   ``block_size`` is cut to ``block_size`` for that model, since positions past it do not exist.
 - **Artifact cache**: one TorchScript file per (compiler, bucket, model) with a JSON sidecar
   holding the full key and the file's sha256. A missing, unreadable, mismatched or corrupt
-  artifact is reported (``ArtifactCacheWarning``) and rebuilt, never used.
+  artifact is reported (``ArtifactCacheWarning``) and rebuilt, never used. The same cache holds
+  the torch.export programs of ``gpt_conformance.targets.capture`` in their own format.
 """
 
 from __future__ import annotations
@@ -143,22 +144,47 @@ class CacheStats:
                 "compiles": self.compiles, "compile_seconds": round(self.compile_seconds, 3)}
 
 
+@dataclass(frozen=True)
+class ArtifactFormat:
+    """How artifacts are written and read: a file suffix, ``save(obj, path)`` and ``load(path)``."""
+
+    suffix: str
+    loader: str  # named in the reason an unloadable artifact is rebuilt
+    save: Callable[[Any, str], None]
+    load: Callable[[str], Any]
+
+
+def jit_save(module: torch.jit.ScriptModule, path: str) -> None:
+    with jit_deprecation_silenced():
+        torch.jit.save(module, path)
+
+
+def jit_load(path: str) -> torch.jit.ScriptModule:
+    with jit_deprecation_silenced():
+        return torch.jit.load(path)
+
+
+TORCHSCRIPT = ArtifactFormat(".pt", "torch.jit.load", jit_save, jit_load)
+
+
 class ArtifactCache:
-    """``<dir>/<name>.pt`` (``torch.jit.save``) plus ``<dir>/<name>.json`` (key, fields, sha256).
+    """``<dir>/<name>.pt`` (``torch.jit.save``, or the suffix of another ``ArtifactFormat``) plus
+    ``<dir>/<name>.json`` (key, fields, sha256).
 
     Writes go to a temporary file and are renamed into place, artifact first, so a crash or a
     concurrent writer (another xdist worker) leaves either a complete pair or a pair whose
     sidecar does not match, which is detected and rebuilt. Past ``max_bytes`` the least
     recently used artifacts are deleted."""
 
-    def __init__(self, directory: Path, max_bytes: int):
+    def __init__(self, directory: Path, max_bytes: int, artifact_format: ArtifactFormat = TORCHSCRIPT):
         self.directory = Path(directory)
         self.max_bytes = max_bytes
+        self.format = artifact_format
 
     def paths(self, name: str) -> tuple[Path, Path]:
-        return self.directory / f"{name}.pt", self.directory / f"{name}.json"
+        return self.directory / f"{name}{self.format.suffix}", self.directory / f"{name}.json"
 
-    def load(self, name: str, key: str) -> tuple[torch.jit.ScriptModule | None, str]:
+    def load(self, name: str, key: str) -> tuple[Any, str]:
         """(module, "") on a hit; (None, "") when absent; (None, reason) when unusable."""
         artifact, sidecar = self.paths(name)
         if not artifact.exists() and not sidecar.exists():
@@ -175,20 +201,17 @@ class ArtifactCache:
         if actual != meta.get("artifact_sha256"):
             return None, f"artifact {artifact.name} sha256 {actual[:16]}... != sidecar's {str(meta.get('artifact_sha256'))[:16]}... (corrupt)"
         try:
-            with jit_deprecation_silenced():
-                module = torch.jit.load(str(artifact))
+            module = self.format.load(str(artifact))
         except Exception as exc:  # any load failure means the file is unusable, and is reported
-            return None, f"torch.jit.load({artifact.name}) failed: {type(exc).__name__}: {exc}"
+            return None, f"{self.format.loader}({artifact.name}) failed: {type(exc).__name__}: {exc}"
         os.utime(artifact)  # least recently used pruning reads mtimes
         return module, ""
 
-    def save(self, name: str, key: str, module: torch.jit.ScriptModule, fields: dict[str, Any],
-             extra: dict[str, Any]) -> Path:
+    def save(self, name: str, key: str, module: Any, fields: dict[str, Any], extra: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         artifact, sidecar = self.paths(name)
         tmp = artifact.with_name(f".{artifact.name}.{os.getpid()}.tmp")
-        with jit_deprecation_silenced():
-            torch.jit.save(module, str(tmp))
+        self.format.save(module, str(tmp))
         meta = {"format": ARTIFACT_FORMAT, "key": key, "fields": fields, "artifact_sha256": sha256_file(tmp),
                 "artifact_bytes": tmp.stat().st_size, "created": time.time(), **extra}
         os.replace(tmp, artifact)
@@ -200,7 +223,7 @@ class ArtifactCache:
 
     def prune(self, keep: Path) -> None:
         stats = {}
-        for path in self.directory.glob("*.pt"):
+        for path in self.directory.glob(f"*{self.format.suffix}"):
             try:
                 stats[path] = path.stat()
             except FileNotFoundError:  # another worker pruned it meanwhile

@@ -9,7 +9,14 @@ judged under a precision policy the plugin registers itself, so it must pass.
 from __future__ import annotations
 
 import torch
-from gpt_conformance.harness.api import Capabilities, Target, TolerancePolicy, get_policy, register_policy
+from gpt_conformance.harness.api import (
+    Capabilities,
+    Target,
+    TolerancePolicy,
+    UnsupportedHere,
+    get_policy,
+    register_policy,
+)
 
 CUSTOM_POLICY = register_policy(TolerancePolicy(
     name="plugin-fp32-custom",
@@ -73,6 +80,15 @@ class NaNOutput(Eager):
         return logits, None if loss is None else torch.full_like(loss, float("nan"))
 
 
+class RefusesAPromisedShape(Eager):
+    """Its capabilities accept every shape; its run refuses one: a crash, not a skip."""
+
+    name = "plugin-refuses-a-promised-shape"
+
+    def corrupt(self, logits, loss):
+        raise UnsupportedHere("this engine was built for batch 1")
+
+
 class CustomPolicy(Eager):
     name = "plugin-custom-policy"
     precision = CUSTOM_POLICY.name
@@ -107,7 +123,7 @@ class WritesSharedWeights(Eager):
 
 
 BROKEN = [RaisesInPrepare(), WrongShape(), WrongDtype(), NotATuple(), NaNOutput(), HalvesSharedModel(),
-          WritesSharedWeights()]
+          WritesSharedWeights(), RefusesAPromisedShape()]
 
 
 def pytest_gpt_conformance_register(registry):

@@ -68,3 +68,20 @@ def test_a_model_whose_output_ignores_its_weights_is_not_a_false_alarm():
     run = registry.get("export").prepare(model, config)
     idx = torch.zeros(1, 1, dtype=torch.long)
     torch.testing.assert_close(run(idx)[0], model(idx, full_logits=True)[0], rtol=0, atol=0)
+
+
+def test_export_serdes_round_trips_the_program_export_captured():
+    from gpt_conformance.targets.capture import PROGRAMS
+
+    config = GPTConfig(block_size=8, vocab_size=13, n_layer=1, n_head=1, n_embd=8)  # no other test's config
+    model = GPT(config).eval()
+    idx = torch.randint(0, 13, (2, 5))
+    before = PROGRAMS.captures
+    logits, _ = registry.get("export").prepare(model, config)(idx)
+    assert PROGRAMS.captures - before == 1
+    serdes = registry.get("export-serdes")
+    round_trips = serdes.export_count
+    serdes_logits, _ = serdes.prepare(model, config)(idx)
+    assert PROGRAMS.captures - before == 1, "export-serdes exported again instead of reusing export's program"
+    assert serdes.export_count - round_trips == 1  # it still saves and loads a program of its own
+    torch.testing.assert_close(serdes_logits, logits, rtol=0, atol=0)

@@ -179,3 +179,17 @@ def test_gpt2_dir_with_the_slow_tests_or_from_the_environment_is_accepted(pytest
     assert pytester.runpytest_inprocess("--gpt2-dir", str(tmp_path), *args).ret == pytest.ExitCode.NO_TESTS_COLLECTED
     monkeypatch.setenv(GPT2_DIR_ENV, str(tmp_path))  # a standing default: no error in runs without the slow tests
     assert pytester.runpytest_inprocess().ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_a_recorded_test_is_shown_as_recorded_not_passed(tmp_path):
+    # eager-bf16's logits on `scaled` are outside the policy's calibration and bf16 has no loss gate:
+    # both are recorded; its logits on `seed` are judged and pass.
+    run = run_pytest("cases/test_parity.py", "--target", "eager-bf16", "-k",
+                     "eager-bf16-seed or eager-bf16-scaled", report_dir=tmp_path / "reports")
+    assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+    found = {(r["check"], r["case"]): r["status"] for r in run.records}
+    assert found == {("logits", "seed"): "pass", ("logits", "scaled"): "recorded",
+                     ("loss", "seed"): "recorded", ("loss", "scaled"): "recorded"}, found
+    progress = next(line for line in run.proc.stdout.splitlines() if line.endswith("[100%]"))
+    assert progress.split()[0] == ".RRR", progress
+    assert "1 passed" in run.proc.stdout and "3 recorded" in run.proc.stdout, run.proc.stdout

@@ -62,7 +62,8 @@ def test_example_target_installed_is_found_through_its_entry_point(tmp_path):
 
 def test_broken_plugin_targets_are_errors_with_their_message_never_passes(tmp_path):
     names = ["plugin-raises-in-prepare", "plugin-wrong-shape", "plugin-wrong-dtype", "plugin-not-a-tuple",
-             "plugin-nan-output", "plugin-halves-shared-model", "plugin-writes-shared-weights", "plugin-custom-policy"]
+             "plugin-nan-output", "plugin-halves-shared-model", "plugin-writes-shared-weights",
+             "plugin-refuses-a-promised-shape", "plugin-custom-policy"]
     selection = [arg for name in names for arg in ("--target", name)]
     proc, _, outcomes = run_pytest("cases/test_parity.py", "-k", "seed and not nanochat", "-p", "tests.broken_plugin",
                                 *selection, report_dir=tmp_path / "reports")
@@ -86,6 +87,8 @@ def test_broken_plugin_targets_are_errors_with_their_message_never_passes(tmp_pa
         "plugin-writes-shared-weights": "target 'plugin-writes-shared-weights' changed the shared reference model in "
                                         "place during run (lm_head.weight values written in place, "
                                         "transformer.wte.weight values written in place)",
+        "plugin-refuses-a-promised-shape": "raised UnsupportedHere on a 64x32 input, which its capabilities accept: "
+                                           "this engine was built for batch 1",
     }
     for name, message in expected_messages.items():
         records = by_target[name]

@@ -175,6 +175,16 @@ def output_arithmetic_verdicts(target: Target, runnable: Any, model: torch.nn.Mo
     return judge_arithmetic(policy, ref, logits, loss)
 
 
+def claimed_model(target: Target, runnable: Any, model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of ``model`` in ``dtype`` that computes what ``target`` claims to: with a weight-quantized
+    target's own (dequantized) weights, the model's own otherwise."""
+    declared = low_precision_of(target)
+    weights = {}
+    if declared is not None and declared.weights is not None:
+        weights = dequantized_weights(reported_quantized_weights(target, runnable, model))
+    return fake_quant_model(model, weights, dtype)
+
+
 def output_arithmetic_verdict(target: Target, runnable: Any, model: torch.nn.Module, idx: torch.Tensor,
                               logits: torch.Tensor) -> Verdict:
     """``output_arithmetic_verdicts`` for logits alone."""

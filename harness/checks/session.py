@@ -125,15 +125,21 @@ class ConformanceSession:
                     logits, loss = run_checked(prepared.runnable, target, model.config, idx, targets)
             finally:
                 self.prepared.check_unchanged(target, model, check)
+            return logits, loss, time.perf_counter() - start
         except UnsupportedHere as exc:
-            self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip", message=str(exc))
-            raise UnsupportedHere(f"{target.name}: {exc}") from None
+            if not target.capabilities.accepts(*idx.shape):
+                self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip",
+                            message=str(exc))
+                raise UnsupportedHere(f"{target.name}: {exc}") from None
+            # The capabilities promised this shape: a refusal at run time is a crash that a skip would hide.
+            failure: Exception = RuntimeError(f"run raised UnsupportedHere on a {idx.shape[0]}x{idx.shape[1]} "
+                                              f"input, which its capabilities accept: {exc}")
         except Exception as exc:
-            if record_errors:
-                self.record(target, case_id, check, error_verdict(check, target.precision, exc), model.config,
-                            tuple(idx.shape), seed)
-            raise CheckError(f"{target.name} on {case_id}: {type(exc).__name__}: {exc}") from None
-        return logits, loss, time.perf_counter() - start
+            failure = exc
+        if record_errors:
+            self.record(target, case_id, check, error_verdict(check, target.precision, failure), model.config,
+                        tuple(idx.shape), seed)
+        raise CheckError(f"{target.name} on {case_id}: {type(failure).__name__}: {failure}") from None
 
     def named_outputs(self, target: Target, golden: Golden) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """A target's output on a named case, computed once and shared by its checks."""

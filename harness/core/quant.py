@@ -81,7 +81,7 @@ class LowPrecision:
       is the reference GPT run in this dtype with the same (dequantized) weights.
     - ``weights``: the weight quantization, or None for plain fp16/bf16.
     - ``is_arithmetic_reference``: the target *is* that level-1 reference (eager-fp16), so
-      comparing it with itself would be a check that cannot fail; it is skipped.
+      comparing it with itself would be a check that cannot fail; it gets no level-1 test.
 
     A target with ``weights`` set returns a runnable with a ``quantized_weights`` attribute:
     ``dict[name, QuantizedLinear]``, exactly the tensors it computes with.

@@ -5,11 +5,11 @@ and the registry that holds the targets of a run. Backend authors import these t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from importlib import metadata
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from gpt_conformance.harness.core.policies import get_policy
@@ -25,6 +25,7 @@ from gpt_conformance.harness.core.quant import LowPrecision, QuantizedLinear
 from gpt_conformance.reference.families import FAMILIES
 
 ENTRY_POINT_GROUP = "gpt_conformance.targets"
+F = TypeVar("F", bound=Callable[..., Any])
 # Every model family the reference defines; a target that is family-agnostic declares these.
 ALL_FAMILIES = frozenset(FAMILIES)
 # The pytest marker of each device kind: the hardware tier a target's tests belong to.
@@ -223,6 +224,25 @@ class Target:
 
     def __repr__(self) -> str:
         return f"<Target {self.name} precision={self.precision} device={self.requirements.device}>"
+
+
+APPLIES_TO = "__gpt_conformance_applies_to__"
+
+
+def applies_to(predicate: Callable[[Target], bool]) -> Callable[[F], F]:
+    """Declare that a case applies only to the targets ``predicate`` accepts (say, those that
+    declare ``low_precision``): the pytest plugin parametrizes it over those alone, so a target the
+    check does not apply to gets no test, instead of a test that skips."""
+    def declare(case: F) -> F:
+        setattr(case, APPLIES_TO, predicate)
+        return case
+
+    return declare
+
+
+def applies_to_of(case: Callable[..., Any]) -> Callable[[Target], bool] | None:
+    """The predicate a case declared with ``applies_to``, or None (it applies to every target)."""
+    return getattr(case, APPLIES_TO, None)
 
 
 # The distribution whose own targets must load: one that does not is a broken install.

@@ -8,7 +8,11 @@
   an ``error`` record with the failure's first line is written for it;
 - a test that is pytest's xfail holds ``xfail`` records (``outcomes``), and no skip is added;
 - a skipped test holds a ``skip`` record and no ``fail`` or ``error``; a skip the case did not
-  record (a probe, a ``pytest.skip`` in the case) is recorded with its reason.
+  record (a probe, a ``pytest.skip`` in the case) is recorded with its reason;
+- a passed test whose records judged nothing (a ``recorded`` record and no ``pass``) is shown as
+  ``recorded``, not ``passed``: its own letter ``R`` in the progress line, its own count in the
+  summary line ("3 passed, 2 recorded"), the word the report shows for it (a report cell shows
+  ``pass`` over ``recorded`` too). It is still a passed test to pytest (exit status, JUnit XML).
 
 So the report, built from the records, can never show red for a skipped test or green for a
 failed one. Applies to tests parametrized by a target (the conformance cases).
@@ -21,6 +25,8 @@ from gpt_conformance.harness.core.targets import Target
 from gpt_conformance.harness.pytest_plugin.plugin import SESSION_KEY
 
 BAD = ("fail", "error", "xpass")
+# A passed test's user property that marks it recorded (a property survives xdist's transport).
+RECORDED = ("gpt_conformance_status", "recorded")
 
 
 def target_of(item: pytest.Item) -> Target | None:
@@ -70,4 +76,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     elif report.skipped and "skip" not in statuses:
         session.record(target, item.nodeid, "setup" if call.when == "setup" else "test", None, {}, None, None,
                        status="skip", message=first_line(report, call))
+    elif report.passed and "recorded" in statuses and "pass" not in statuses:
+        report.user_properties.append(RECORDED)
     return report
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    """(category, progress letter, verbose word) of a recorded test: measured, not judged."""
+    if report.when == "call" and report.passed and RECORDED in report.user_properties:
+        return "recorded", "R", ("RECORDED", {"yellow": True})
+    return None

@@ -21,10 +21,12 @@ from gpt_conformance.harness.checks.session import ConformanceSession, Options
 from gpt_conformance.harness.core.records import RecordWriter
 from gpt_conformance.harness.core.targets import Target, registry
 from gpt_conformance.harness.pytest_plugin import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
+from gpt_conformance.harness.pytest_plugin.collection import targets_for, without_tests
 from gpt_conformance.harness.pytest_plugin.rootdir import redo_setup
 from gpt_conformance.harness.pytest_plugin.validate import (
     checked_golden_dir,
     checked_gpt2_dir,
+    nightly_selected,
     parsed_repro,
     slow_selected,
     writable_dir,
@@ -39,8 +41,10 @@ pytest_plugins = ["gpt_conformance.harness.pytest_plugin.latency", "gpt_conforma
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()
 SLOW_DESELECTED = pytest.StashKey[int]()
+NIGHTLY_DESELECTED = pytest.StashKey[int]()
 REPORT_KEY = pytest.StashKey[str]()
 REPRO_KEY = pytest.StashKey[tuple | None]()
+NO_TARGET_APPLIES = pytest.StashKey[set]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -62,6 +66,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--slow", action="store_true", default=False,
                     help="also run tests marked slow (GPT-2-sized shapes, inductor, onnxruntime); "
                          "they are deselected by default unless -m names the slow marker")
+    group.addoption("--nightly", action="store_true", default=False,
+                    help="also run the GPT-2-sized shapes on every target (implies --slow); without it a --slow "
+                         "run keeps one GPT-2-shaped parity case on one target, which proves the path works")
     group.addoption("--list-targets", action="store_true", default=False,
                     help="print the registered targets, whether each can run here and why not, then exit")
     group.addoption("--gpt2-dir", default=None, metavar="PATH",
@@ -125,8 +132,11 @@ def selected_targets(config: pytest.Config) -> list[Target]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" not in metafunc.fixturenames:
         return
+    # Only the targets the test applies to, in a tier -m can select (harness/pytest_plugin/collection.py).
     params = [pytest.param(t, id=t.name, marks=[getattr(pytest.mark, m) for m in (t.marker, *t.marks)])
-              for t in selected_targets(metafunc.config)]
+              for t in targets_for(metafunc, selected_targets(metafunc.config))]
+    if not params:
+        metafunc.config.stash.setdefault(NO_TARGET_APPLIES, set()).add(metafunc.definition.nodeid)
     metafunc.parametrize("target", params)
 
 
@@ -175,6 +185,8 @@ def targets_under_test(request: pytest.FixtureRequest) -> list[Target]:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.stash.get(NO_TARGET_APPLIES, None):
+        items[:] = without_tests(items, config.stash[NO_TARGET_APPLIES])
     if config.stash[REPRO_KEY] is None:
         replays = [item for item in items if item.get_closest_marker("repro")]
         if replays:
@@ -191,12 +203,28 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         print("\n".join(lines))
         items.clear()
         return
+    if not nightly_selected(config):
+        nightly = [item for item in items if nightly_only(item)]
+        if nightly:
+            config.hook.pytest_deselected(items=nightly)
+            items[:] = [item for item in items if not nightly_only(item)]
+            config.stash[NIGHTLY_DESELECTED] = len(nightly)
     if not slow_selected(config):
         slow = [item for item in items if item.get_closest_marker("slow")]
         if slow:
             config.hook.pytest_deselected(items=slow)
             items[:] = [item for item in items if not item.get_closest_marker("slow")]
             config.stash[SLOW_DESELECTED] = len(slow)
+
+
+def nightly_only(item: pytest.Item) -> bool:
+    """Marked nightly, and not the one target the marker keeps (``nightly(keep_target=NAME)``)."""
+    mark = item.get_closest_marker("nightly")
+    if mark is None:
+        return False
+    callspec = getattr(item, "callspec", None)
+    target = callspec.params.get("target") if callspec else None
+    return getattr(target, "name", None) != mark.kwargs.get("keep_target")
 
 
 def write_phase_seconds(conformance: ConformanceSession) -> None:
@@ -218,6 +246,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if config.stash.get(SLOW_DESELECTED, 0):
         tr.write_line(f"gpt-conformance: {config.stash[SLOW_DESELECTED]} slow tests deselected "
                       "(GPT-2-sized shapes, inductor, onnxruntime); add --slow to run them", yellow=True)
+    if config.stash.get(NIGHTLY_DESELECTED, 0) and slow_selected(config):
+        tr.write_line(f"gpt-conformance: {config.stash[NIGHTLY_DESELECTED]} GPT-2-sized tests deselected (one "
+                      "GPT-2-shaped parity case kept); add --nightly to run them on every target", yellow=True)
     reasons: Counter = Counter()
     for report in tr.stats.get("skipped", []):
         if isinstance(report.longrepr, tuple):

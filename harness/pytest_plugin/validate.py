@@ -52,8 +52,13 @@ def parsed_repro(config: pytest.Config):
 
 
 def slow_selected(config: pytest.Config) -> bool:
-    """Whether the tests marked slow run: ``--slow``, or a ``-m`` expression naming the marker."""
-    return config.getoption("slow") or "slow" in (config.getoption("markexpr") or "")
+    """Whether the tests marked slow run: ``--slow`` (or ``--nightly``), or a ``-m`` expression naming the marker."""
+    return config.getoption("slow") or nightly_selected(config) or "slow" in (config.getoption("markexpr") or "")
+
+
+def nightly_selected(config: pytest.Config) -> bool:
+    """Whether the GPT-2-sized shapes run on every target: ``--nightly``, or a ``-m`` naming the marker."""
+    return config.getoption("nightly") or "nightly" in (config.getoption("markexpr") or "")
 
 
 def checked_gpt2_dir(config: pytest.Config) -> None:

@@ -1,0 +1,89 @@
+"""Collection makes only the items that can run: a case gets a test for the targets it applies
+to (``applies_to``), and ``-m`` leaves out the targets of unselected tiers before their items are
+made, without ever dropping an item ``-m`` would have kept."""
+
+import pytest
+from gpt_conformance.harness.api import Requirements, Target, registry
+from gpt_conformance.harness.pytest_plugin.collection import tier_may_be_selected
+
+from tests.runner import ROOT
+
+pytest_plugins = ["pytester"]
+
+
+def collected(result) -> list[str]:
+    return [line.split("::", 1)[1] for line in result.outlines if "::" in line]
+
+
+def test_a_case_gets_items_only_for_the_targets_it_applies_to(pytester, tmp_path):
+    pytester.makepyfile("""
+        import pytest
+        from gpt_conformance.harness.core.targets import applies_to
+
+        @applies_to(lambda target: target.name == "eager")
+        def test_eager_only(target):
+            pass
+
+        @applies_to(lambda target: False)
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_for_no_target(target, n):
+            pass
+
+        def test_every_target(target):
+            pass
+    """)
+    result = pytester.runpytest_inprocess("--co", "-q", "-m", "cpu", f"--report-dir={tmp_path}")
+    items = collected(result)
+    assert [i for i in items if i.startswith("test_eager_only")] == ["test_eager_only[eager]"]
+    assert not [i for i in items if i.startswith("test_for_no_target")]  # no "empty parameter set" skip either
+    assert {"test_every_target[eager]", "test_every_target[export]"} <= set(items)
+
+
+def test_the_low_precision_checks_are_made_only_for_low_precision_targets(pytester, tmp_path):
+    result = pytester.runpytest_inprocess(str(ROOT / "cases" / "test_precision.py"), "--co", "-q", "-m", "cpu",
+                                          f"--report-dir={tmp_path}")
+    names = sorted(registry.names(), key=len, reverse=True)  # the longest first: "eager-fp16" before "eager"
+    targets: dict[str, set[str]] = {}
+    for item in collected(result):
+        test, params = item.rstrip("]").split("[", 1)
+        targets.setdefault(test, set()).add(next(n for n in names if params == n or params.startswith(n + "-")))
+    assert targets["test_arithmetic"] == {"modelopt-int8-wo", "modelopt-int4-wo"}  # eager-fp16 is its own reference
+    assert targets["test_quality"] == {"eager-fp16", "eager-bf16", "modelopt-int8-wo", "modelopt-int4-wo"}
+
+
+class Fake(Target):
+    def __init__(self, device: str):
+        self.name = f"fake-{device}"
+        self.requirements = Requirements(device=device)
+
+
+@pytest.mark.parametrize("markexpr, kept", [
+    ("", {"cpu", "cuda", "neuron"}),
+    ("cpu", {"cpu"}),
+    ("gpu", {"cuda"}),
+    ("not gpu", {"cpu", "neuron"}),
+    ("cpu and not slow", {"cpu"}),
+    ("cpu or gpu", {"cpu", "cuda"}),
+    ("gpu or slow", {"cpu", "cuda", "neuron"}),  # a slow test of any target is selected
+    ("not slow", {"cpu", "cuda", "neuron"}),
+    ("(gpu)", {"cuda"}),
+    ("not (cpu or trn1)", {"cuda"}),
+    ("slow(reason=1)", {"cpu", "cuda", "neuron"}),  # keyword arguments: left to pytest
+])
+def test_only_targets_of_unselected_tiers_are_left_out(markexpr, kept):
+    assert {d for d in ("cpu", "cuda", "neuron") if tier_may_be_selected(markexpr, Fake(d))} == kept
+
+
+def gpt2_sized(pytester, tmp_path, *args) -> list[str]:
+    result = pytester.runpytest_inprocess(str(ROOT / "cases"), "--co", "-q", "-m", "cpu", f"--report-dir={tmp_path}",
+                                          *args)
+    return [item for item in collected(result) if "gpt2-124m" in item or "gpt2-small" in item]
+
+
+def test_gpt2_sized_shapes_run_nightly_and_slow_runs_keep_one_parity_case(pytester, tmp_path):
+    assert gpt2_sized(pytester, tmp_path) == []  # slow: not in a plain -m cpu
+    assert gpt2_sized(pytester, tmp_path, "--slow") == ["test_logits_parity[export-gpt2-124m-shape]"]
+    nightly = gpt2_sized(pytester, tmp_path, "--nightly")
+    assert {"test_logits_parity[eager-gpt2-124m-shape]", "test_loss_parity[export-strict-gpt2-124m-shape]",
+            "test_arithmetic[modelopt-int8-wo-gpt2-124m-shape]",
+            "test_forward_latency[eager-gpt2-small-1x128]"} <= set(nightly), nightly

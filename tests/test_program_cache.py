@@ -1,0 +1,87 @@
+"""The program cache (``gpt_conformance.targets.capture``): a torch.export program is traced once
+and then loaded in later runs; a corrupt entry is detected by its sha256 and rebuilt; a change to
+the capturing code, the config, the tracer or the variant is a different entry."""
+
+import pytest
+import torch
+from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.targets import capture
+from gpt_conformance.targets.capture import EXPORTED_PROGRAM, ProgramStore, parameters_of
+from gpt_conformance.targets.static_shapes import ArtifactCache, ArtifactCacheWarning
+
+CONFIG = GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8)
+
+
+def store(directory) -> ProgramStore:
+    """A fresh process's store: nothing held in memory, only what the cache directory has."""
+    return ProgramStore(ArtifactCache(directory, 1 << 30, EXPORTED_PROGRAM))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPT(CONFIG).eval()
+
+
+def logits_of(program, model, idx):
+    return program.module()(parameters_of(model), idx)[0]
+
+
+def test_a_second_run_loads_the_program_instead_of_tracing(tmp_path, model):
+    idx = torch.randint(0, 11, (3, 5))
+    first = store(tmp_path)
+    captured = first.export("export", model, "logits")
+    assert (captured.source, first.captures) == ("captured", 1)
+    assert first.export("export", model, "logits").source == "process"  # held: not loaded again
+    second = store(tmp_path)
+    loaded = second.export("export", model, "logits")
+    assert (loaded.source, second.captures) == ("cache", 0)
+    torch.testing.assert_close(logits_of(loaded.program, model, idx), model(idx, full_logits=True)[0], rtol=0, atol=0)
+
+
+def test_a_flipped_byte_is_detected_and_the_entry_rebuilt(tmp_path, model):
+    store(tmp_path).export("export", model, "logits")
+    (entry,) = tmp_path.glob("*.pt2")
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    entry.write_bytes(bytes(data))
+    rebuilding = store(tmp_path)
+    with pytest.warns(ArtifactCacheWarning, match=r"sha256 .* \(corrupt\); rebuilding it"):
+        rebuilt = rebuilding.export("export", model, "logits")
+    assert (rebuilt.source, rebuilding.captures) == ("rebuilt", 1)
+    assert store(tmp_path).export("export", model, "logits").source == "cache"  # the rebuilt entry is good
+
+
+def test_an_edit_to_the_capturing_code_invalidates_the_entry(tmp_path, model, monkeypatch):
+    code = tmp_path / "capture_copy.py"
+    code.write_text(capture.CODE_FILES[0].read_text())
+    monkeypatch.setattr(capture, "CODE_FILES", (code,))
+    cache = tmp_path / "cache"
+    assert store(cache).export("export", model, "logits").source == "captured"
+    assert store(cache).export("export", model, "logits").source == "cache"
+    code.write_text(code.read_text() + "\n# an edit\n")
+    assert store(cache).export("export", model, "logits").source == "captured"
+
+
+def test_the_hash_covers_this_module_and_the_reference_models():
+    names = {path.name for path in capture.CODE_FILES}
+    assert {"capture.py", "model.py", "nanochat.py", "families.py", "intermediates.py"} <= names
+
+
+def test_tracer_variant_and_config_are_separate_entries(tmp_path, model):
+    programs = store(tmp_path)
+    other = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=1, n_embd=8)).eval()
+    for tracer, m, variant in [("export", model, "logits"), ("export", model, "loss"), ("export-strict", model, "logits"),
+                               ("export", other, "logits")]:
+        assert programs.export(tracer, m, variant).source == "captured"
+    assert len(list(tmp_path.glob("*.pt2"))) == 4
+
+
+def test_where_the_cache_lives(monkeypatch, tmp_path):
+    monkeypatch.delenv(capture.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert capture.cache_from_environment().directory == tmp_path / "gpt-conformance" / "programs"
+    monkeypatch.setenv(capture.CACHE_ENV, str(tmp_path / "elsewhere"))
+    assert capture.cache_from_environment().directory == tmp_path / "elsewhere"
+    monkeypatch.setenv(capture.CACHE_ENV, "off")
+    assert capture.cache_from_environment() is None
