@@ -6,7 +6,9 @@ them only where the reference's top-1 and top-2 logits were within the target po
 checked (see ``gpt_conformance.harness.checks.decode``). Each comparison is recorded with its first divergence, the
 margin there and both texts.
 
-- The shipped Zen-of-Python char model (``reference/zen``) runs everywhere.
+- The shipped Zen-of-Python char models run on every target of their family: nanoGPT's
+  (``reference/zen``) and nanochat's (``reference/zen-nanochat``); a target that declares one
+  family only skips the other's, on the record.
 - GPT-2 124M (slow: with ``--slow``) runs from a local Hugging Face directory given by ``--gpt2-dir PATH`` or
   ``$GPT_CONFORMANCE_GPT2_DIR``; without one these cases skip and say so.
 """
@@ -19,7 +21,7 @@ from gpt_conformance.harness.checks.decode import reference_greedy
 from gpt_conformance.harness.checks.session import assert_verdict
 from gpt_conformance.reference.checkpoint import from_pretrained
 from gpt_conformance.reference.tokenizers import gpt2_tokenizer
-from gpt_conformance.reference.train import load_zen_model
+from gpt_conformance.reference.train import ZEN_DIRS, load_zen_model
 
 # Prompts whose continuation the shipped model has memorised (the expected text itself is
 # checked against the Zen of Python in tests/test_zen_model.py).
@@ -60,11 +62,15 @@ class GreedySubject:
         assert_verdict(verdict)
 
 
-@pytest.fixture(scope="module")
-def zen() -> GreedySubject:
-    model, tokenizer = load_zen_model()
-    model64, _ = load_zen_model(dtype=torch.float64)
-    return GreedySubject("zen", model, model64, tokenizer.encode, tokenizer.decode)
+# The Zen model of each family, by its greedy records' name.
+ZEN_MODELS = {"zen": ZEN_DIRS["nanogpt"], "zen-nanochat": ZEN_DIRS["nanochat"]}
+
+
+@pytest.fixture(scope="module", params=list(ZEN_MODELS))
+def zen(request) -> GreedySubject:
+    model, tokenizer = load_zen_model(ZEN_MODELS[request.param])
+    model64, _ = load_zen_model(ZEN_MODELS[request.param], dtype=torch.float64)
+    return GreedySubject(request.param, model, model64, tokenizer.encode, tokenizer.decode)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ same numbers on it. So two kinds of case carry weights that show them:
 - ``weight_std`` other than nanoGPT's: every matrix rescaled to that std, and every bias and
   LayerNorm parameter moved by N(0, weight_std) noise (``perturb_weights``);
 - ``checkpoint="zen"``: the shipped trained Zen-of-Python model (peaked attention, LayerNorm
-  biases far from 0) on windows of the text it was trained on.
+  biases far from 0) on windows of the text it was trained on; ``checkpoint="zen-nanochat"``: its
+  nanochat-family twin, trained by the same loop on the same text.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ import torch
 from gpt_conformance.reference.families import NANOGPT_STD, family_named, family_of
 from gpt_conformance.reference.model import GPTConfig
 from gpt_conformance.reference.nanochat import NanochatConfig
-from gpt_conformance.reference.train import load_zen_model, zen_of_python
+from gpt_conformance.reference.train import ZEN_DIRS, load_zen_model, zen_of_python
 
-CHECKPOINTS = ("zen",)
+# Trained models by checkpoint name: their directories.
+CHECKPOINTS = {"zen": ZEN_DIRS["nanogpt"], "zen-nanochat": ZEN_DIRS["nanochat"]}
 
 SEED_CONFIG = GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=4, n_embd=64)
 GPT2_SMALL_CONFIG = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
 # The shipped trained model's config (reference/zen/config.json), checked when the case is built.
 ZEN_CONFIG = GPTConfig(block_size=64, vocab_size=45, n_layer=2, n_head=4, n_embd=64)
+ZEN_NANOCHAT_CONFIG = NanochatConfig(sequence_len=64, vocab_size=45, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
 # nanochat's GPTConfig in the original torch.export check.
 NANOCHAT_SEED_CONFIG = NanochatConfig(sequence_len=32, vocab_size=65, n_layer=2, n_head=4, n_kv_head=4, n_embd=64)
 
@@ -54,7 +57,7 @@ class CaseSpec:
 
     def __post_init__(self) -> None:
         if self.checkpoint is not None and self.checkpoint not in CHECKPOINTS:
-            raise ValueError(f"case {self.name}: unknown checkpoint {self.checkpoint!r}; known: {CHECKPOINTS}")
+            raise ValueError(f"case {self.name}: unknown checkpoint {self.checkpoint!r}; known: {sorted(CHECKPOINTS)}")
         if self.checkpoint is not None and self.weight_std != NANOGPT_STD:
             raise ValueError(f"case {self.name}: a checkpoint's weights are trained, not rescaled")
         family = family_named(self.family)
@@ -95,6 +98,10 @@ NANOCHAT_CASES: tuple[CaseSpec, ...] = (
     CaseSpec("nanochat-gqa", NanochatConfig(sequence_len=48, vocab_size=97, n_layer=2, n_head=4, n_kv_head=2, n_embd=64),
              batch=4, seq_len=48, seed=12, family="nanochat",
              notes="grouped-query attention: two query heads per kv head; the only case where kv-head order shows"),
+    CaseSpec("zen-nanochat", ZEN_NANOCHAT_CONFIG, batch=8, seq_len=32, seed=13, family="nanochat",
+             checkpoint="zen-nanochat",
+             notes="the trained nanochat-family Zen-of-Python model on windows of its training text: grouped-query "
+                   "attention and softcapped logits of a trained model"),
 )
 
 
@@ -126,7 +133,7 @@ def perturb_weights(model: torch.nn.Module, weight_std: float, seed: int) -> tor
 
 def build_case(spec: CaseSpec) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """Build the fp32 model, token ids and targets of ``spec`` from its seed, in eval mode."""
-    if spec.checkpoint == "zen":
+    if spec.checkpoint is not None:
         return _zen_case(spec)
     family = family_named(spec.family)
     model = family.build(spec.config, spec.seed)  # seeds torch's RNG, then draws the weights
@@ -141,9 +148,9 @@ def build_case(spec: CaseSpec) -> tuple[torch.nn.Module, torch.Tensor, torch.Ten
 def _zen_case(spec: CaseSpec) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """The trained model on ``batch`` windows of its own text at seeded offsets, next characters
     as targets."""
-    model, tokenizer = load_zen_model()
+    model, tokenizer = load_zen_model(CHECKPOINTS[spec.checkpoint])
     if model.config != spec.config:
-        raise ValueError(f"case {spec.name}: the shipped Zen model's config {model.config} is not the case's")
+        raise ValueError(f"case {spec.name}: the shipped model's config {model.config} is not the case's")
     text = torch.tensor(tokenizer.encode(zen_of_python()))
     generator = torch.Generator().manual_seed(spec.seed)
     starts = torch.randint(0, len(text) - spec.seq_len - 1, (spec.batch,), generator=generator)

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn as nn
+from gpt_conformance.reference.families import family_named, family_of
 from gpt_conformance.reference.model import GPT, GPTConfig
 from safetensors.torch import load_file, save_file
 
@@ -26,21 +28,26 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded into the model it claims to describe."""
 
 
-def save_checkpoint(model: GPT, directory: str | Path, extra: dict | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (plus ``extra`` metadata) to ``directory``."""
+def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (the model's family and config, plus
+    ``extra`` metadata) to ``directory``; a model of any family in ``reference.families``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    family = family_of(model.config)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     # Tied weights are one tensor; safetensors refuses shared storage, so store the head once.
-    state.pop("transformer.wte.weight", None)
+    for key in family.tied_weights:
+        state.pop(key, None)
     save_file(state, str(directory / WEIGHTS_NAME))
     meta = {"model_config": model.config.to_dict(), **(extra or {})}
+    if family.name != "nanogpt":  # a checkpoint without "family" is nanoGPT's (as every older one is)
+        meta["family"] = family.name
     (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return directory
 
 
-def load_checkpoint(directory: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
-    """Load a checkpoint written by :func:`save_checkpoint`."""
+def load_checkpoint(directory: str | Path, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Load a checkpoint written by :func:`save_checkpoint`, as a model of its family."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (config_path, weights_path):
@@ -48,22 +55,24 @@ def load_checkpoint(directory: str | Path, dtype: torch.dtype = torch.float32) -
             raise CheckpointError(f"checkpoint file missing: {path}")
     try:
         meta = json.loads(config_path.read_text())
-        config = GPTConfig.from_dict(meta["model_config"])
+        family = family_named(meta.get("family", "nanogpt"))
+        config = family.config_from_dict(meta["model_config"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{config_path} is not a gpt-conformance config: {exc}") from exc
-    model = GPT(config)
+    model = family.model_type(config)
     load_state_dict_strict(model, load_file(str(weights_path)), source=str(weights_path))
     return model.to(dtype).eval()
 
 
-def load_state_dict_strict(model: GPT, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``model``, naming every missing, unexpected or mis-shaped tensor."""
     expected = {k: v for k, v in model.state_dict().items()}
-    # The tied embedding may be stored under either name (nanoGPT stores both, we store one).
-    if "transformer.wte.weight" not in state and "lm_head.weight" in state:
-        state = {**state, "transformer.wte.weight": state["lm_head.weight"]}
-    if "lm_head.weight" not in state and "transformer.wte.weight" in state:
-        state = {**state, "lm_head.weight": state["transformer.wte.weight"]}
+    # A tied weight may be stored under either name (nanoGPT stores both, we store one).
+    for key, shared in family_of(model.config).tied_weights.items():
+        if key not in state and shared in state:
+            state = {**state, key: state[shared]}
+        if shared not in state and key in state:
+            state = {**state, shared: state[key]}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = sorted(

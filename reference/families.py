@@ -48,6 +48,10 @@ class ModelFamily:
                         targets: torch.Tensor | None = None) -> LogitsAndLoss:
         raise NotImplementedError
 
+    def loss(self, call: Callable[..., Any], idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean cross-entropy loss alone, in one call (training)."""
+        raise NotImplementedError
+
     def init_std(self, name: str, param: torch.Tensor) -> float:
         """The std the family's init draws matrix ``name`` with: what a rescale to another std divides by."""
         raise NotImplementedError
@@ -86,6 +90,9 @@ class NanoGPTFamily(ModelFamily):
             return call(idx, full_logits=True)
         return call(idx, targets, full_logits=True)
 
+    def loss(self, call, idx, targets):
+        return call(idx, targets)[1]
+
 
 class NanochatFamily(ModelFamily):
     name = "nanochat"
@@ -103,6 +110,9 @@ class NanochatFamily(ModelFamily):
         logits = call(idx, full_logits=True)
         loss = None if targets is None else call(idx, targets)
         return logits, loss
+
+    def loss(self, call, idx, targets):
+        return call(idx, targets)
 
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (NanoGPTFamily(), NanochatFamily())}

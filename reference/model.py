@@ -281,16 +281,7 @@ class GPT(nn.Module):
     ) -> torch.optim.AdamW:
         """AdamW with weight decay on 2-D tensors (matmuls, embeddings) only; biases and norms
         are not decayed, as in nanoGPT."""
-        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
-        decay = [p for p in params.values() if p.dim() >= 2]
-        no_decay = [p for p in params.values() if p.dim() < 2]
-        groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        extra = {"fused": True} if fused else {}
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+        return configure_adamw(self, weight_decay, learning_rate, betas, device_type)
 
     def flops_per_token(self, seq_len: int, training: bool = True) -> float:
         """FLOPs per token from the PaLM appendix B count: 6N + 12·L·H·Q·T for training.
@@ -338,3 +329,19 @@ class GPT(nn.Module):
                 idx_next = torch.multinomial(probs, num_samples=1)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
+
+
+def configure_adamw(
+    model: nn.Module, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str = "cpu"
+) -> torch.optim.AdamW:
+    """nanoGPT's ``configure_optimizers`` for any model: AdamW with weight decay on 2-D tensors only."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    decay = [p for p in params.values() if p.dim() >= 2]
+    no_decay = [p for p in params.values() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)

@@ -29,7 +29,8 @@ def test_nanochat_only_target_gets_every_check_in_its_family_and_never_a_nanogpt
     bad = [(r["test_id"], r["check"], r["message"][:200]) for r in run.records if r["status"] in ("fail", "error")]
     assert not bad, bad
     passes = Counter(r["test_id"].split("::")[1].split("[")[0] for r in run.records if r["status"] == "pass")
-    for test in ("test_logits_parity", "test_loss_parity", "test_properties", "test_named_properties"):
+    for test in ("test_logits_parity", "test_loss_parity", "test_properties", "test_named_properties",
+                 "test_zen_greedy"):
         assert passes[test] > 0, (test, passes)
     # Every nanoGPT check skipped, saying why, before its model reached the target.
     skipped = {r["message"] for r in run.records if r["status"] == "skip" and r["check"] == "family"}

@@ -1,13 +1,18 @@
-"""The shipped tiny model: its corpus, its training loop, and the text it generates."""
+"""The shipped tiny models (nanoGPT's and its nanochat-family twin): their corpus, their training
+loop, and the text they generate."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+from gpt_conformance.harness.checks.decode import reference_greedy
+from gpt_conformance.reference.families import family_of
 from gpt_conformance.reference.tokenizers import CharTokenizer
 from gpt_conformance.reference.train import (
-    ZEN_DIR,
+    ZEN_CONFIGS,
+    ZEN_DIRS,
     TrainConfig,
     learning_rate_at,
     load_zen_model,
@@ -40,25 +45,30 @@ def test_zen_of_python_is_decoded_without_printing(capsys):
         assert f"{prompt}{rest}\n" in text
 
 
-def test_shipped_checkpoint_is_small_and_documented():
-    assert (ZEN_DIR / "model.safetensors").stat().st_size < 1_000_000
-    meta = json.loads((ZEN_DIR / "config.json").read_text())
+
+
+@pytest.mark.parametrize("family", list(ZEN_DIRS))
+def test_shipped_checkpoint_is_small_and_documented(family):
+    directory = ZEN_DIRS[family]
+    assert (directory / "model.safetensors").stat().st_size < 1_000_000
+    meta = json.loads((directory / "config.json").read_text())
     assert set(meta["final_losses"]) == {"train", "val"}
     assert meta["tokenizer"]["chars"] == CharTokenizer.from_text(zen_of_python()).chars
     cfg = TrainConfig(**meta["training"])
+    assert cfg == ZEN_CONFIGS[family]  # retraining with the defaults rebuilds it
     assert cfg.model_config(len(meta["tokenizer"]["chars"])).to_dict() == meta["model_config"]
+    assert family_of(load_zen_model(directory)[0].config).name == family
 
 
-@pytest.fixture(scope="module")
-def zen64():
-    return load_zen_model(dtype=torch.float64)
+@pytest.fixture(scope="module", params=list(ZEN_DIRS))
+def zen64(request):
+    return load_zen_model(ZEN_DIRS[request.param], dtype=torch.float64)
 
 
 @pytest.mark.parametrize("prompt,expected", ZEN_LINES, ids=[p for p, _ in ZEN_LINES])
 def test_reference_continues_zen_lines(zen64, prompt, expected):
     model, tokenizer = zen64
-    idx = torch.tensor([tokenizer.encode(prompt)])
-    out = model.generate(idx, len(expected), greedy=True)[0, idx.size(1):].tolist()
+    out = reference_greedy(model, tokenizer.encode(prompt), len(expected)).tokens
     assert tokenizer.decode(out) == expected
 
 
@@ -81,11 +91,14 @@ def weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_training_is_deterministic_for_a_seed():
+@pytest.mark.parametrize("family", list(ZEN_CONFIGS))
+def test_training_is_deterministic_for_a_seed(family):
     logs = []
-    first = train(TrainConfig(**SHORT), log=logs.append)
-    second = train(TrainConfig(**SHORT), log=lambda line: None)
-    other = train(TrainConfig(**SHORT, seed=7), log=lambda line: None)
+    short = replace(ZEN_CONFIGS[family], **SHORT)
+    first = train(short, log=logs.append)
+    second = train(short, log=lambda line: None)
+    other = train(replace(short, seed=7), log=lambda line: None)
+    assert family_of(first.model.config).name == family
     a, b, c = weights(first.model), weights(second.model), weights(other.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -108,3 +121,18 @@ def test_train_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     meta = json.loads((tmp_path / "config.json").read_text())
     assert meta["training"]["max_iters"] == 2 and set(meta["final_losses"]) == {"train", "val"}
     assert tokenizer.decode(tokenizer.encode("Beautiful")) == "Beautiful"
+
+
+def test_train_command_trains_the_nanochat_twin(tmp_path, capsys):
+    assert main(["--family", "nanochat", "--out-dir", str(tmp_path), "--max-iters", "2", "--eval-interval", "1",
+                 "--eval-iters", "1"]) == 0
+    model, _ = load_zen_model(tmp_path)
+    assert model.config == ZEN_CONFIGS["nanochat"].model_config(model.config.vocab_size)
+    assert model.config.n_kv_head == 2 < model.config.n_head
+
+
+def test_nanochat_training_refuses_what_nanochat_has_not():
+    with pytest.raises(ValueError, match="nanochat has no biases and no dropout"):
+        TrainConfig(family="nanochat")
+    with pytest.raises(ValueError, match="n_kv_head is nanochat's"):
+        TrainConfig(n_kv_head=2)

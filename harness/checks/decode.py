@@ -27,6 +27,7 @@ from itertools import islice
 import torch
 from gpt_conformance.harness.core.policies import TolerancePolicy, Verdict
 from gpt_conformance.harness.core.targets import Capabilities
+from gpt_conformance.reference.families import family_of
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 """A target seen by the decoder: ``idx`` [B, T] int64 -> logits [B, T, V]."""
@@ -130,18 +131,28 @@ class ReferenceGreedy:
 
 
 def reference_greedy(model: torch.nn.Module, prompt: Sequence[int], max_new_tokens: int) -> ReferenceGreedy:
-    """The expected output: the reference model's own ``generate(greedy=True)`` tokens, and its
-    logits along that sequence from one full forward pass (run the model in float64 for the truth)."""
+    """The expected output: the reference model's own ``generate(greedy=True)`` tokens (a family
+    whose model has no ``generate``: the argmax of each step's full forward pass), and its logits
+    along that sequence from one full forward pass (run the model in float64 for the truth)."""
     prompt = list(prompt)
     if not prompt or max_new_tokens < 1:
         raise ValueError(f"need a non-empty prompt and max_new_tokens >= 1, got {len(prompt)} tokens and {max_new_tokens}")
+    family = family_of(model.config)
+    block_size = family.block_size(model.config)
     needed = len(prompt) + max_new_tokens - 1
-    if needed > model.config.block_size:
+    if needed > block_size:
         raise ValueError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) - 1 = {needed} "
-                         f"exceeds block_size {model.config.block_size}: the tie-aware check needs one context")
+                         f"exceeds block_size {block_size}: the tie-aware check needs one context")
+
+    def forward(idx: torch.Tensor) -> torch.Tensor:
+        return family.logits_and_loss(model, idx)[0]
+
     with torch.no_grad():
-        full = model.generate(torch.tensor([prompt], dtype=torch.long), max_new_tokens, greedy=True)[0].tolist()
-        logits, _ = model(torch.tensor([full[:-1]], dtype=torch.long), full_logits=True)
+        if hasattr(model, "generate"):
+            full = model.generate(torch.tensor([prompt], dtype=torch.long), max_new_tokens, greedy=True)[0].tolist()
+        else:
+            full = prompt + greedy_decode(forward, prompt, max_new_tokens, block_size)
+        logits = forward(torch.tensor([full[:-1]], dtype=torch.long))
     return ReferenceGreedy(prompt, full[len(prompt):], logits[0, len(prompt) - 1:].detach())
 
 
