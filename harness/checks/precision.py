@@ -243,15 +243,16 @@ def quality_verdict(session: ConformanceSession, target: Target, spec: CaseSpec)
     logits, loss, _ = session.named_outputs(target, golden)
     metrics = quality_metrics(logits, loss, golden.logits64, golden.loss64)
     greedy = greedy_divergence(session, target, golden)
-    unrelated = quality_metrics(*session.unrelated(golden), golden.logits64, golden.loss64)
+    unrelated = {out.name: quality_metrics(out.logits, out.loss, golden.logits64, golden.loss64)
+                 for out in session.unrelated(golden)}
     return judge_quality(get_policy(target.precision), spec.name, {**metrics, **greedy}, unrelated,
                          float(golden.logits64.abs().max())), greedy
 
 
-def judge_quality(policy: TolerancePolicy, case: str, metrics: dict[str, float], unrelated: dict[str, float],
+def judge_quality(policy: TolerancePolicy, case: str, metrics: dict[str, float], unrelated: dict[str, dict[str, float]],
                   scale: float) -> Verdict:
-    """The quality gates on one named case: judged on the calibrated cases, where an unrelated
-    model's output (``unrelated``: its metrics) fails them; ``recorded`` elsewhere."""
+    """The quality gates on one named case: judged on the calibrated cases, where every unrelated
+    model's output (``unrelated``: {name: its metrics}) fails them by the margin; ``recorded`` elsewhere."""
     if not policy.quality_gates:
         return error_verdict("quality", policy.name, f"policy {policy.name!r} has no quality_gates")
     level = replace(policy, logit_gates=policy.quality_gates)
@@ -263,4 +264,5 @@ def judge_quality(policy: TolerancePolicy, case: str, metrics: dict[str, float],
         message = (f"recorded, not judged: the quality bounds are calibrated on {sorted(QUALITY_CALIBRATED_CASES)}"
                    f" (would be {verdict.status})")
         return replace(verdict, status="recorded", message=message)
-    return discriminated(verdict, judge_logits(level, unrelated, {}, scale, check="quality"))
+    return discriminated(verdict, [(name, judge_logits(level, found, {}, scale, check="quality"))
+                                   for name, found in unrelated.items()])

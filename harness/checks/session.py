@@ -25,7 +25,7 @@ from gpt_conformance.harness.checks.decode import (
     compare_greedy,
     greedy_verdict,
 )
-from gpt_conformance.harness.checks.discrimination import named_parity_verdicts, unrelated_outputs
+from gpt_conformance.harness.checks.discrimination import UnrelatedOutput, named_parity_verdicts, unrelated_outputs
 from gpt_conformance.harness.checks.localize import Budget, Localization, localize
 from gpt_conformance.harness.core.errors import CheckError, CheckFailed, UnsupportedHere
 from gpt_conformance.harness.core.metrics import abs_error_histogram
@@ -55,7 +55,7 @@ class ConformanceSession:
         self._goldens: dict[str, Golden | GoldenError] = {}
         self._outputs: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor | None, float]] = {}
         self._updated: set[str] = set()
-        self._unrelated: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._unrelated: dict[str, list[UnrelatedOutput]] = {}
         # The test that records belong to (set by the pytest plugin), and each test's statuses,
         # so that a test's outcome can be checked against its records.
         self.test_id: str | None = None
@@ -155,12 +155,12 @@ class ConformanceSession:
                                           seed=golden.spec.seed)
         return self._outputs[key]
 
-    def unrelated(self, golden: Golden) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The unrelated model's fp64 (logits, loss) on a named case (``gpt_conformance.harness.checks.discrimination``),
-        computed once per case."""
+    def unrelated(self, golden: Golden) -> list[UnrelatedOutput]:
+        """The unrelated models' fp64 outputs on a named case (``gpt_conformance.harness.checks.discrimination``),
+        computed once per case and shared by every target."""
         name = golden.spec.name
         if name not in self._unrelated:
-            self._unrelated[name] = unrelated_outputs(golden.spec, golden.idx, golden.targets)
+            self._unrelated[name] = unrelated_outputs(golden.spec, golden.model, golden.idx, golden.targets)
         return self._unrelated[name]
 
     # --- judging and recording -----------------------------------------------------------
