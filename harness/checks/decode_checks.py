@@ -36,7 +36,7 @@ from gpt_conformance.harness.checks.decode_path import (
     ragged_teacher_forced,
     teacher_forced,
 )
-from gpt_conformance.harness.checks.discrimination import named_parity_verdicts
+from gpt_conformance.harness.checks.discrimination import UnrelatedOutput, named_parity_verdicts
 from gpt_conformance.harness.checks.session import ConformanceSession
 from gpt_conformance.harness.core.errors import CheckError, CheckFailed, UnsupportedHere
 from gpt_conformance.harness.core.metrics import logit_metrics
@@ -138,8 +138,11 @@ class DecodeChecks:
         eager = self.eager(target, golden, plan, rows)
         truth64 = golden.logits64[:DECODE_ROWS, :plan.length]
         truth = Truth(truth64, None, eager, None)
-        unrelated = self.session.unrelated(golden)[0][:DECODE_ROWS, :plan.length]
-        verdict, _ = named_parity_verdicts(target.precision, spec, truth, logits, None, (unrelated, None))
+        # The unrelated models' logits on the same rows and positions: the decode verdict is
+        # discriminated like the forward one.
+        unrelated = [UnrelatedOutput(u.name, u.logits[:DECODE_ROWS, :plan.length], None)
+                     for u in self.session.unrelated(golden)]
+        verdict, _ = named_parity_verdicts(target.precision, spec, truth, logits, None, unrelated)
         verdict = replace(verdict, check=check)
         if verdict.status == "fail":
             where = first_diverging_call(target.precision, plan, logits, truth64, eager, truth.scale)
