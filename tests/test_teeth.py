@@ -77,6 +77,9 @@ THIN_GATES = {
                                  "loss difference of an unrelated near-uniform model on the nanoGPT-init cases",
     ("bf16", "arithmetic-loss"): "the floor of 4 bf16 ulps of |loss| (3.1% of the loss) is larger than the loss "
                                  "difference of an unrelated model on every fast case (measured 0.02x..2.2x)",
+    ("tf32", "loss"): "on single-head this file's redrawn unrelated model (seed 104723) misses the loss gate by only "
+                      "1.39x, where the harness's six unrelated models miss it by >= 14x: the loss of a random model "
+                      "is one draw, and the harness's draws do not bound every other draw",
 }
 CHECK_KINDS = {"logits": "logit_gates", "loss": "loss_gates", "arithmetic": "arithmetic_gates",
                "arithmetic-loss": "arithmetic_loss_gates", "quality": "quality_gates"}
