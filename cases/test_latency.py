@@ -1,4 +1,5 @@
-"""Latency of every target: forward latency at named shapes and greedy generation throughput.
+"""Latency of every target: forward latency at named shapes, greedy generation throughput, and, for
+targets that decode, prefill latency and tokens/s through the KV cache (one prefill + steps).
 
 Each case times one target with pytest-benchmark (warm-up excluded) and the eager baseline next to
 it, and records the ratio to eager with its IQR, MFU and the time to first result. No assertion
@@ -8,6 +9,7 @@ on a time: gate regressions with ``--benchmark-compare-fail`` against a saved ba
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import pytest
@@ -131,3 +133,67 @@ def test_generation_throughput(target, shape, benchmark, conformance, latency_se
     reference = reference_greedy(claimed_model(target, target_runnable, model, torch.float64), prompt[0].tolist(),
                                  new_tokens)
     assert_verdict(conformance.check_greedy(target, model, reference, shape.name))
+
+
+# The decode path (docs/decode.md): a prompt of this many tokens prefilled into the target's cache,
+# then the profile's new_tokens steps, on the shipped tiny model.
+DECODE_SHAPE = Shape("tiny-decode-1x16", ZEN, 1, 16, seed=5)
+
+
+def require_decoder(run: LatencyRun, target, model) -> None:
+    if target.capabilities.decode is None:
+        reason = f"{target.name} has no decoder (Capabilities.decode is None): its decode path is not timed"
+        run.conformance.record(target, run.case_id, run.check, None, model.config, None, None, status="skip",
+                               message=reason)
+        pytest.skip(reason)
+
+
+def decode_tokens(decoder, prompt: torch.Tensor, new_tokens: int) -> int:
+    """One prefill, then ``new_tokens`` steps feeding back the greedy token: the serving loop."""
+    logits, state = decoder.prefill(prompt)
+    for _ in range(new_tokens):
+        logits, state = decoder.step(state, logits[:, -1:].argmax(-1))
+    return new_tokens
+
+
+def test_prefill_latency(target, benchmark, conformance, latency_settings, target_registry):
+    shape = DECODE_SHAPE
+    run = LatencyRun(conformance, target, eager_baseline(target_registry), benchmark, latency_settings,
+                     check="latency-prefill", case_id=shape.name)
+    model, prompt = build(shape)
+    require_decoder(run, target, model)
+    run.require_runnable(model.config, shape.batch, shape.seq_len)
+    first = run.first_result(model, prompt, shape.seed)
+    decoder = conformance.prepare(target, model, shape.name).runnable
+    baseline = run.baseline_runnable(model)
+    profile = latency_settings.profile
+    target_s, baseline_s, _ = run.measure(lambda: decoder.prefill(prompt), lambda: baseline.prefill(prompt),
+                                          profile.forward_rounds, profile.forward_warmup)
+    run.record(model, tuple(prompt.shape), shape.seed, target_s, baseline_s, profile.forward_warmup,
+               forward_flops(model, shape.batch, shape.seq_len), first, tokens_per_call=shape.batch * shape.seq_len,
+               extra={"first_result": "prepare + one forward on the prompt", "tokens": "prompt tokens prefilled"})
+
+
+def test_decode_step_latency(target, benchmark, conformance, latency_settings, target_registry):
+    shape = DECODE_SHAPE
+    run = LatencyRun(conformance, target, eager_baseline(target_registry), benchmark, latency_settings,
+                     check="latency-decode", case_id=shape.name)
+    model, prompt = build(shape)
+    require_decoder(run, target, model)
+    profile = latency_settings.profile
+    new_tokens = min(profile.new_tokens, model.config.block_size - shape.seq_len)
+    run.require_runnable(model.config, shape.batch, shape.seq_len + new_tokens)
+    first = run.first_result(model, prompt, shape.seed)
+    decoder = conformance.prepare(target, model, shape.name).runnable
+    baseline = run.baseline_runnable(model)
+    target_s, baseline_s, _ = run.measure(lambda: decode_tokens(decoder, prompt, new_tokens),
+                                          lambda: decode_tokens(baseline, prompt, new_tokens),
+                                          profile.generate_rounds, profile.generate_warmup)
+    flops = forward_flops(model, 1, shape.seq_len) + sum(
+        model.flops_per_token(shape.seq_len + i + 1, training=False) for i in range(new_tokens))
+    run.record(model, tuple(prompt.shape), shape.seed, target_s, baseline_s, profile.generate_warmup, flops, first,
+               tokens_per_call=shape.batch * new_tokens,
+               extra={"new_tokens": new_tokens,
+                      "decode": "one prefill, then one step per token over the target's KV cache",
+                      # The prefill included: latency-prefill times it alone.
+                      "per_token_s": statistics.median(target_s) / new_tokens})

@@ -61,6 +61,19 @@ keys and config fields generated from the code):
   ``{name: tensor}`` under the names of ``intermediate_names(n_layer)``; otherwise ``prepare`` is
   called on a few truncated models of the failing case to bisect the blocks, within a budget.
   Neither ever changes a verdict.
+- **Decoding** (``gpt_conformance.harness.checks.decode_path``, docs/decode.md): a target that
+  serves text as production backends do, a prefill then one token at a time over a KV cache,
+  declares ``Capabilities(decode=Decoding(max_cache_len=..., padding="right" | "left" | None,
+  reusable_state=...))`` and its runnable is also a ``Decoder``::
+
+      def prefill(self, idx, lengths=None, state=None):   # -> (logits [B, T, V], state)
+      def step(self, state, tokens):                       # tokens [B, 1] -> (logits [B, 1, V], state)
+
+  The state is the target's own object (a cache, device buffers, a position): the harness only
+  hands it back. Each step is judged against the fp64 full-forward truth at its position, greedy
+  text runs through the cache, and the steps are compared with the target's own forward pass,
+  a ragged batch with each row alone and a reused state with a fresh one. Without ``decode``
+  the greedy check runs full forward passes and the report says so.
 """
 
 from gpt_conformance.harness.core.errors import UnsupportedHere
@@ -72,6 +85,8 @@ from gpt_conformance.harness.core.targets import (
     DEVICE_MARKERS,
     ENTRY_POINT_GROUP,
     Capabilities,
+    Decoder,
+    Decoding,
     ExpectedFailure,
     Requirements,
     ReturnsIntermediates,
@@ -85,7 +100,8 @@ from gpt_conformance.reference.families import FAMILIES, family_of
 from gpt_conformance.reference.intermediates import intermediate_names
 
 __all__ = [
-    "ALL_FAMILIES", "AVAILABLE", "Availability", "Capabilities", "DEVICE_MARKERS", "ENTRY_POINT_GROUP", "Gate",
+    "ALL_FAMILIES", "AVAILABLE", "Availability", "Capabilities", "Decoder", "Decoding", "DEVICE_MARKERS",
+    "ENTRY_POINT_GROUP", "Gate",
     "Requirements", "Runnable", "Target", "TargetRegistry", "TolerancePolicy", "UnsupportedHere", "get_policy",
     "register_policy", "registry",
     # What a target may declare or return, and what tells the model families apart.

@@ -174,7 +174,7 @@ class ReferenceDecoder:
     next token; returns logits [B, 1, V] and the advanced state."""
 
     def __init__(self, model: torch.nn.Module, cache_len: int | None = None, padding: str = "right",
-                 ops: CacheOps | None = None):
+                 ops: CacheOps | None = None, step_ops: CacheOps | None = None):
         family = family_of(model.config)
         self.model = model.eval()
         self.block_size = family.block_size(model.config)
@@ -184,7 +184,10 @@ class ReferenceDecoder:
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         self.padding = padding
+        # A step may run other operations than the prefill (a backend's token-generation graph
+        # is not its context-encoding graph); the reference's are the same.
         self.ops = ops or CacheOps()
+        self.step_ops = step_ops or self.ops
 
     def empty_state(self, batch: int) -> DecodeState:
         dtype = next(self.model.parameters()).dtype
@@ -211,7 +214,7 @@ class ReferenceDecoder:
         lengths = torch.full((B,), T, dtype=torch.long) if lengths is None else lengths.long()
         state = self.reset(state, B)
         first = T - lengths if self.padding == "left" else torch.zeros(B, dtype=torch.long)
-        logits, k, v = cached_forward(self.model, idx, state.k, state.v, state.next_slot, first, self.ops)
+        logits, k, v = self.run_prefill(idx, state.k, state.v, state.next_slot, first)
         next_slot = torch.full((B,), T, dtype=torch.long) if self.padding == "left" else state.next_slot + lengths
         return logits, DecodeState(k, v, next_slot, first)
 
@@ -219,6 +222,13 @@ class ReferenceDecoder:
     def step(self, state: DecodeState, tokens: torch.Tensor) -> tuple[torch.Tensor, DecodeState]:
         if int(state.next_slot.max()) >= state.cache_len:
             raise ValueError(f"the cache's {state.cache_len} slots are full: no room for another token")
-        logits, k, v = cached_forward(self.model, tokens, state.k, state.v, state.next_slot, state.first_slot,
-                                      self.ops)
+        logits, k, v = self.run_step(tokens, state.k, state.v, state.next_slot, state.first_slot)
         return logits, DecodeState(k, v, state.next_slot + 1, state.first_slot)
+
+    def run_prefill(self, idx, k, v, start_slot, first_slot):
+        """``cached_forward`` of the prefill: what a backend replaces with its context-encoding graph."""
+        return cached_forward(self.model, idx, k, v, start_slot, first_slot, self.ops)
+
+    def run_step(self, tokens, k, v, start_slot, first_slot):
+        """``cached_forward`` of one step: what a backend replaces with its token-generation graph."""
+        return cached_forward(self.model, tokens, k, v, start_slot, first_slot, self.step_ops)

@@ -12,7 +12,8 @@ tensors that forward hooks on the model see while export traces it.
 
 Variants, each its own target:
 
-- ``export``: non-strict export (``strict=False``).
+- ``export``: non-strict export (``strict=False``); it also decodes, through an exported prefill
+  program and step program over a static cache (``gpt_conformance.targets.export_decode``).
 - ``export-strict``: TorchDynamo-traced strict export.
 - ``export-serdes``: ``export``'s own program round-tripped through ``torch.export.save``/``load``.
 """
@@ -22,12 +23,13 @@ from __future__ import annotations
 import io
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from gpt_conformance.harness.api import ALL_FAMILIES, Capabilities, Target, UnsupportedHere
+from gpt_conformance.harness.api import ALL_FAMILIES, Capabilities, Decoding, Target, UnsupportedHere
 from gpt_conformance.targets.capture import PROGRAMS, FunctionalGPT, example_inputs, parameters_of
+from gpt_conformance.targets.export_decode import DecodePrograms, ExportedDecoder
 
 
 @dataclass
@@ -82,16 +84,35 @@ class ExportedRunnable:
         return self.target.program(self.model, "intermediates").module(self.params, idx)[1]
 
 
+class ExportedDecodingRunnable(ExportedRunnable):
+    """``ExportedRunnable`` that also decodes through the config's prefill and step programs
+    (``gpt_conformance.targets.export_decode``)."""
+
+    def __init__(self, target: ExportTarget, model: torch.nn.Module, programs: DecodePrograms):
+        super().__init__(target, model)
+        self.decoder = ExportedDecoder(programs, self.model, self.params)
+
+    def prefill(self, idx, lengths=None, state=None):
+        return self.decoder.prefill(idx, lengths, state)
+
+    def step(self, state, tokens):
+        return self.decoder.step(state, tokens)
+
+
 class ExportTarget(Target):
     precision = "fp32"
     capabilities = Capabilities(dynamic_shapes=True, max_batch=1 << 16, families=ALL_FAMILIES,
                                 returns_intermediates=True)
 
-    def __init__(self, name: str, strict: bool, serdes: bool, description: str):
+    def __init__(self, name: str, strict: bool, serdes: bool, description: str, decodes: bool = False):
         self.name = name
         self.strict = strict
         self.serdes = serdes
         self.description = description
+        # The decode path's two programs (prefill, step): on one variant, for the CPU tier's time.
+        self.decode_programs = DecodePrograms(strict) if decodes else None
+        if decodes:
+            self.capabilities = replace(ExportTarget.capabilities, decode=Decoding())
         self._programs: dict[tuple[Any, str], ExportedProgram] = {}
         self.export_count = 0
         # Where this target's programs came from: captured, loaded from the program cache, ...
@@ -131,12 +152,15 @@ class ExportTarget(Target):
         return ExportedProgram(module, time.perf_counter() - start, size)
 
     def prepare(self, model, config):
+        if self.decode_programs is not None:
+            return ExportedDecodingRunnable(self, model, self.decode_programs)
         return ExportedRunnable(self, model)
 
 
 TARGETS = [
-    ExportTarget("export", strict=False, serdes=False,
-                 description="functional_call + torch.export(strict=False), ep.module()"),
+    ExportTarget("export", strict=False, serdes=False, decodes=True,
+                 description="functional_call + torch.export(strict=False), ep.module(); decodes through an "
+                             "exported prefill program and step program over a static cache"),
     ExportTarget("export-strict", strict=True, serdes=False,
                  description="functional_call + torch.export(strict=True), ep.module()"),
     ExportTarget("export-serdes", strict=False, serdes=True,

@@ -220,8 +220,19 @@ class GreedyComparison:
 def compare_greedy(forward: Forward, reference: ReferenceGreedy, tolerance: float, block_size: int,
                    window: StaticWindow | None = None, pad_id: int = 0) -> GreedyComparison:
     """Decode with the target and check it against ``reference`` step by step, tie-aware."""
+
+    def decode(prompt: list[int], n: int) -> list[int]:
+        return greedy_decode(forward, prompt, n, block_size, window, pad_id)
+
+    return compare_greedy_by(decode, reference, tolerance)
+
+
+def compare_greedy_by(decode: Callable[[list[int], int], list[int]], reference: ReferenceGreedy,
+                      tolerance: float) -> GreedyComparison:
+    """``compare_greedy`` for any way of making greedy tokens: ``decode(prompt, n)`` returns the
+    ``n`` greedy tokens after ``prompt`` (full forward passes, or a prefill and steps over a cache)."""
     n = len(reference.tokens)
-    target_tokens = greedy_decode(forward, reference.prompt, n, block_size, window, pad_id)
+    target_tokens = decode(reference.prompt, n)
     comparison = GreedyComparison(tolerance, list(reference.tokens), target_tokens)
     current, step = target_tokens, 0
     while True:
@@ -234,12 +245,12 @@ def compare_greedy(forward: Forward, reference: ReferenceGreedy, tolerance: floa
                                                  accepted=gap < tolerance))
         # Teacher forcing: continue from the reference's tokens up to and including this step.
         forced = reference.tokens[: step + 1]
-        current = forced + greedy_decode(forward, reference.prompt + forced, n - step - 1, block_size, window, pad_id)
+        current = forced + decode(reference.prompt + forced, n - step - 1)
         step += 1
 
 
 def greedy_verdict(comparison: GreedyComparison, policy: TolerancePolicy,
-                   decode: Callable[[list[int]], str] | None = None) -> Verdict:
+                   decode: Callable[[list[int]], str] | None = None, check: str = "greedy") -> Verdict:
     rejected = [d for d in comparison.divergences if not d.accepted]
     metrics = {
         "tokens_checked": float(comparison.tokens_checked),
@@ -247,7 +258,7 @@ def greedy_verdict(comparison: GreedyComparison, policy: TolerancePolicy,
         "rejected_divergences": float(len(rejected)),
     }
     if comparison.passed:
-        return Verdict("greedy", "pass", policy.name, metrics)
-    return Verdict("greedy", "fail", policy.name, metrics,
+        return Verdict(check, "pass", policy.name, metrics)
+    return Verdict(check, "fail", policy.name, metrics,
                    message=f"{len(rejected)} greedy divergence(s) where the reference was not tied\n"
                            + comparison.explain(decode))

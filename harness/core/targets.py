@@ -48,6 +48,34 @@ class Requirements:
             raise ValueError(f"Requirements.device must be one of {sorted(DEVICE_MARKERS)}, got {self.device!r}")
 
 
+PADDINGS = ("right", "left")
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a target decodes incrementally: ``prefill``, then one token at a time over its cache
+    (the decode protocol, ``Decoder``).
+
+    - ``max_cache_len``: the slots of a static cache (Neuron, TensorRT style); the harness never
+      asks for more tokens than that. None: the model's block size.
+    - ``padding``: how the harness presents a ragged batch to ``prefill``: ``"right"`` (row b's
+      ``lengths[b]`` tokens first, then pads) or ``"left"`` (pads first; the decoder derives its
+      attention mask and position ids from ``lengths``), or None: no ragged batches.
+    - ``reusable_state``: ``prefill(idx, state=old)`` reuses ``old``'s buffers for a new sequence
+      (a static backend's device cache) and must then decode exactly as from a fresh state.
+    """
+
+    max_cache_len: int | None = None
+    padding: str | None = "right"
+    reusable_state: bool = True
+
+    def __post_init__(self) -> None:
+        if self.padding is not None and self.padding not in PADDINGS:
+            raise ValueError(f"Decoding.padding must be one of {PADDINGS} or None, got {self.padding!r}")
+        if self.max_cache_len is not None and self.max_cache_len < 2:
+            raise ValueError(f"Decoding.max_cache_len must be >= 2 (a prompt and one step), got {self.max_cache_len}")
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a target can run. Cases and strategies read these instead of naming backends.
@@ -61,6 +89,8 @@ class Capabilities:
     - ``returns_intermediates``: whether the runnable has an ``intermediates(idx)`` method
       returning named per-layer outputs (``gpt_conformance.reference.intermediates``), so that a failure is
       located from one run; without it the harness bisects truncated models instead.
+    - ``decode``: a ``Decoding`` when the runnable is also a ``Decoder`` (incremental decoding
+      over a KV cache); None: its greedy text is made by full forward passes.
     """
 
     dynamic_shapes: bool = True
@@ -70,6 +100,7 @@ class Capabilities:
     families: frozenset[str] = frozenset({"nanogpt"})
     returns_loss: bool = True
     returns_intermediates: bool = False
+    decode: Decoding | None = None
 
     def accepts(self, batch: int, seq_len: int) -> bool:
         if self.max_batch is not None and batch > self.max_batch:
@@ -129,6 +160,21 @@ class Runnable(Protocol):
 
     def __call__(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (logits [B, T, V] for every position, loss or None)."""
+
+
+class Decoder(Protocol):
+    """What a runnable also is with ``Capabilities(decode=Decoding(...))``: prefill a prompt, then
+    one token at a time over its cache. The state is the decoder's own (any object); the harness
+    only hands it back."""
+
+    def prefill(self, idx: torch.Tensor, lengths: torch.Tensor | None = None,
+                state: Any = None) -> tuple[torch.Tensor, Any]:
+        """``idx`` [B, T] int64; ``lengths`` [B] the real tokens of each row of a ragged batch,
+        padded as ``Decoding.padding`` says (None: every row has T); ``state`` an old state to
+        reuse (only with ``Decoding.reusable_state``). Return (logits [B, T, V], state)."""
+
+    def step(self, state: Any, tokens: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """``tokens`` [B, 1]: each row's next token. Return (logits [B, 1, V], the next state)."""
 
 
 class Target:

@@ -2,7 +2,7 @@
 rendered with Jinja2 from JSON-Lines records, from one run or merged from several machines.
 
 Sections, top to bottom: summary (counts per target, environments, trend against a baseline),
-parity matrix, cost of precision, latency, details of every failure, error and conflict.
+parity matrix, cost of precision, decode path, latency, details of every failure, error and conflict.
 Every string from a record reaches the page through Jinja2's autoescaping.
 
 Record schema the report understands (everything else still shows, as a key/value table)
@@ -26,6 +26,8 @@ Optional sections light up when records carry them:
   ``metrics`` of a "logits" or "quality" check (``metrics.ppl_ratio`` too); greedy divergence from
   ``greedy.first_divergence`` or top-level ``greedy_divergence_index`` (== ``greedy_steps``: none);
   the statuses of its checks (e.g. "arithmetic", "quality") are counted.
+- ``decode`` (checks "decode", "decode-full"): {calls, max_abs, eager_max_abs, first_diverging}:
+  the decode section, each call's error beside eager's (``gpt_conformance.harness.report.decode_view``).
 - ``property`` (Hypothesis checks): {example: shrunk example as text, repro: command line}; a
   top-level ``repro`` string is shown for any record.
 - ``latency`` (check starting "latency"): {median_s, q1_s, q3_s, iqr_s, ratio_vs_eager, ratio_q1,
@@ -49,6 +51,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gpt_conformance.harness.report.charts import greedy_view, histogram_svg, latency_chart, localization_svg
+from gpt_conformance.harness.report.decode_view import decode_section
 from gpt_conformance.harness.report.matrix import build_matrix, environments
 from gpt_conformance.harness.report.precision_cost import precision_cost
 from gpt_conformance.harness.report.records_view import (
@@ -139,6 +142,7 @@ def render(records: list[dict], baseline: list[dict] | None = None, *, title: st
         "trend": trend(records, baseline, trend_threshold) if baseline is not None else None,
         "precision": precision_cost(records),
         "latency": latency_chart(records),
+        "decode": decode_section(records),
         "moved_limit": 200,
     }
     return _environment().get_template("report.html.j2").render(**context)
