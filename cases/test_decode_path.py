@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 # The named cases whose configs differ for the decode path (bias and head count do not change
 # what a cache holds): every exported decoder compiles two programs per config.
+pytestmark = pytest.mark.gpt_conformance  # a harness test (harness/pytest_plugin/markers.py)
+
 DECODE_CASES = ("seed", "scaled", "zen", "full-block", "nanochat-seed", "nanochat-mqa", "nanochat-gqa")
 FAST = [pytest.param(spec, id=spec.name) for spec in ALL_CASES if spec.name in DECODE_CASES]
 # Decoding to the end of the block: the longest nanoGPT block (128) and nanochat's GQA case.

@@ -23,9 +23,9 @@ from gpt_conformance.harness.checks.session import ConformanceSession, Options
 from gpt_conformance.harness.core.records import RecordWriter
 from gpt_conformance.harness.core.targets import Target, registry
 from gpt_conformance.harness.pytest_plugin import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
+from gpt_conformance.harness.pytest_plugin.collection import targets_for, without_tests
 from gpt_conformance.harness.pytest_plugin.markers import MARKERS, is_conformance_test
 from gpt_conformance.harness.pytest_plugin.path_options import refuse_spaced_path_options
-from gpt_conformance.harness.pytest_plugin.collection import targets_for, without_tests
 from gpt_conformance.harness.pytest_plugin.validate import (
     checked_golden_dir,
     checked_gpt2_dir,
