@@ -20,7 +20,15 @@ from functools import cache
 from importlib import metadata
 
 import torch
-from gpt_conformance.harness.api import ALL_FAMILIES, AVAILABLE, Availability, Capabilities, Requirements, Target
+from gpt_conformance.harness.api import (
+    ALL_FAMILIES,
+    AVAILABLE,
+    Availability,
+    Capabilities,
+    Requirements,
+    Target,
+    UnsupportedHere,
+)
 from gpt_conformance.harness.core.quant import (
     LowPrecision,
     QuantizedLinear,
@@ -94,6 +102,13 @@ class TorchaoInt8WeightOnly(Target):
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
         names = set(quantizable_linears(model))
+        widths = {model.get_submodule(name).in_features for name in names}
+        if 1 in widths:
+            # torchao 0.18's choose_qparams_affine reshapes one scale into [out_features, 1] and
+            # raises "shape '[3, 1]' is invalid for input of size 1" (found by the property search
+            # on n_embd=1); its per-channel path needs in_features >= 2.
+            raise UnsupportedHere("torchao 0.18 cannot quantize a linear with in_features 1 (n_embd=1): "
+                                  "its choose_qparams_affine fails on a one-column weight")
         quantized = copy.deepcopy(model).eval()
         quantize_(quantized, Int8WeightOnlyConfig(), filter_fn=lambda module, fqn: fqn in names)
         return QuantizedRunnable(quantized, reported_int8_weights(quantized, names))
