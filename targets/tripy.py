@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from gpt_conformance.harness.api import Capabilities, Requirements, Runnable, Target
 from gpt_conformance.harness.core.probes import AVAILABLE, Availability, probe_cuda
-from gpt_conformance.harness.core.quant import LowPrecision, default_spec, quantized_linears
+from gpt_conformance.harness.core.quant import LowPrecision, QuantizedLinear, default_spec, quantized_linears
 from gpt_conformance.reference.model import GPT, GPTConfig
 from gpt_conformance.targets.tripy_layout import (
     MAX_BATCH,
     MODES,
     LinearQuant,
-    QuantizedLinearLike,
     TripyMode,
     tripy_state_dict,
 )
@@ -48,10 +47,10 @@ NVTRIPY_HINT = ("nvtripy's runtime (tensorrt, mlir-tensorrt) comes from NVIDIA's
                 "not PyPI: see docs/tripy.md, 'Install'")
 
 
-Quantizer = Callable[[GPT, TripyMode], Mapping[str, QuantizedLinearLike]]
+Quantizer = Callable[[GPT, TripyMode], Mapping[str, QuantizedLinear]]
 
 
-def harness_quantization(model: GPT, mode: TripyMode) -> Mapping[str, QuantizedLinearLike]:
+def harness_quantization(model: GPT, mode: TripyMode) -> Mapping[str, QuantizedLinear]:
     """The backend-neutral quantized weights (``gpt_conformance.harness.core.quant``) for ``model``: the very codes and
     scales the CPU fake-quant reference uses."""
     if mode.bits is None:
@@ -85,7 +84,7 @@ class TripyTarget(Target):
             # arithmetic against the fake-quant reference built from quantized_weights(), and
             # quality against fp32.
             self.low_precision = LowPrecision(mode.torch_dtype, weights=default_spec(mode.bits) if mode.bits else None)
-        self._quantized: weakref.WeakKeyDictionary[GPT, Mapping[str, QuantizedLinearLike]] = weakref.WeakKeyDictionary()
+        self._quantized: weakref.WeakKeyDictionary[GPT, Mapping[str, QuantizedLinear]] = weakref.WeakKeyDictionary()
 
     def probe(self) -> Availability:
         """Every failed check, named: nvtripy's import, CUDA and its compute capability."""
@@ -99,11 +98,13 @@ class TripyTarget(Target):
         state, plans = tripy_state_dict(model, self.mode.torch_dtype, self.quantized_weights(model))
         return self._runner(model.config, state, plans)
 
-    def quantized_weights(self, model: GPT) -> Mapping[str, QuantizedLinearLike]:
+    def quantized_weights(self, model: torch.nn.Module) -> Mapping[str, QuantizedLinear]:
         """The quantized weights this target loads for ``model``, computed once per model, so that
         a check can build the fake-quant reference from the very same codes and scales."""
         if self.mode.bits is None:
             return {}
+        if not isinstance(model, GPT):
+            raise TypeError(f"{self.name} quantizes the reference GPT, got {type(model).__name__}")
         if model not in self._quantized:
             self._quantized[model] = self.quantizer(model, self.mode)
         return self._quantized[model]
