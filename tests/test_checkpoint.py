@@ -4,10 +4,9 @@ import json
 
 import pytest
 import torch
+import transformers
 from gpt_conformance.reference.checkpoint import CheckpointError, from_pretrained, load_checkpoint, save_checkpoint
 from gpt_conformance.reference.model import GPT, GPTConfig
-
-transformers = pytest.importorskip("transformers", exc_type=ImportError)
 
 CONFIG = GPTConfig(block_size=24, vocab_size=53, n_layer=2, n_head=2, n_embd=16)
 
