@@ -97,7 +97,9 @@ def run_foreign_suite(python: str, directory: Path, *args: str) -> tuple[dict, d
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "test_theirs.py").write_text(FOREIGN_SUITE)
     seen, junit = directory / "seen.json", directory / "junit.xml"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GPT_CONFORMANCE_RUN_ID")}
+    # None of ours from the caller's environment (a GPT_CONFORMANCE_PROGRAM_CACHE=off, say): the suite
+    # must find only what the plugin itself would set.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("GPT_CONFORMANCE_")}
     env["FOREIGN_SEEN"] = str(seen)
     proc = subprocess.run([python, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
                            "test_theirs.py", *args], cwd=directory, env=env, capture_output=True, text=True,
