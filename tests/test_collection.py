@@ -20,6 +20,8 @@ def test_a_case_gets_items_only_for_the_targets_it_applies_to(pytester, tmp_path
         import pytest
         from gpt_conformance.harness.core.targets import applies_to
 
+        pytestmark = pytest.mark.gpt_conformance  # only conformance tests are parametrized over targets
+
         @applies_to(lambda target: target.name == "eager")
         def test_eager_only(target):
             pass
@@ -47,8 +49,9 @@ def test_the_low_precision_checks_are_made_only_for_low_precision_targets(pytest
     for item in collected(result):
         test, params = item.rstrip("]").split("[", 1)
         targets.setdefault(test, set()).add(next(n for n in names if params == n or params.startswith(n + "-")))
-    assert targets["test_arithmetic"] == {"modelopt-int8-wo", "modelopt-int4-wo"}  # eager-fp16 is its own reference
-    assert targets["test_quality"] == {"eager-fp16", "eager-bf16", "modelopt-int8-wo", "modelopt-int4-wo"}
+    quantized = {"modelopt-int8-wo", "modelopt-int4-wo", "torchao-int8-wo"}
+    assert targets["test_arithmetic"] == quantized  # eager-fp16 is its own reference
+    assert targets["test_quality"] == {"eager-fp16", "eager-bf16"} | quantized
 
 
 class Fake(Target):
