@@ -92,7 +92,9 @@ class Progress:
     """``generate: 120/1000 tokens, 45.3 tokens/s`` on stderr once a run has taken ``after_s``
     seconds: in place on a terminal, else a line every ``every_s`` seconds."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, after_s: float = 2.0, every_s: float = 10.0):
+    def __init__(self, total: int, stream: TextIO | None = None, after_s: float = 2.0, every_s: float = 10.0):
+        # sys.stderr as it is now, not as it was at import (a test's capture may have replaced it since)
+        stream = sys.stderr if stream is None else stream
         self.total, self.stream, self.after_s = total, stream, after_s
         self.tty = stream.isatty()
         self.every_s = 0.5 if self.tty else every_s
