@@ -100,7 +100,9 @@ def ragged_teacher_forced(decoder: Decoder, rows: list[torch.Tensor], prompts: l
     """Each row's logits [prompt_b + steps, V]: the rows' prompts prefilled as one ragged batch
     (padded on the ``padding`` side), then ``steps`` steps, every row fed its own next token."""
     idx, lengths = pad_ragged([row[:p] for row, p in zip(rows, prompts, strict=True)], padding, pad_id)
-    logits, state = checked(decoder.prefill(idx, lengths), len(rows), idx.size(1), vocab, PREFILL)
+    # Rows of one length need no lengths: a decoder without ragged batches may define prefill(idx) alone.
+    prefilled = decoder.prefill(idx, lengths) if len(set(prompts)) > 1 else decoder.prefill(idx)
+    logits, state = checked(prefilled, len(rows), idx.size(1), vocab, PREFILL)
     width = idx.size(1)
     out = [[logits[b, width - p:] if padding == "left" else logits[b, :p]] for b, p in enumerate(prompts)]
     for i in range(steps):
