@@ -20,6 +20,9 @@ import itertools
 import re
 
 import pytest
+
+# pytest's own -m grammar: a private module, present in every pytest pyproject allows (>= 8.0)
+from _pytest.mark.expression import Expression
 from gpt_conformance.harness.core.targets import DEVICE_MARKERS, Target, applies_to_of
 
 TIER_MARKERS = frozenset(DEVICE_MARKERS.values())
@@ -28,16 +31,12 @@ KEYWORD_ARGUMENTS = re.compile(r"\b(?!(?:and|or|not)\b)[\w.+-]+\s*\(")
 # Past this many non-tier marker names in -m, every assignment would be too many to try: no filter.
 MAX_FREE_NAMES = 10
 
-try:  # pytest's own -m grammar (public behaviour, private module: absent before pytest 6)
-    from _pytest.mark.expression import Expression
-except ImportError:  # pragma: no cover
-    Expression = None  # type: ignore[assignment,misc]
 
 
 def tier_may_be_selected(markexpr: str, target: Target) -> bool:
     """Whether ``-m markexpr`` can select some test of ``target``: false only when the expression
     is false for the target's tier marker whatever the other markers it names are."""
-    if not markexpr or Expression is None or KEYWORD_ARGUMENTS.search(markexpr):
+    if not markexpr or KEYWORD_ARGUMENTS.search(markexpr):
         return True  # no -m, or marker keyword arguments (name(key=value)): leave it to pytest
     try:
         expression = Expression.compile(markexpr)
