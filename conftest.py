@@ -1,7 +1,7 @@
 """This checkout's own test run (``pytest`` here: ``cases/`` and ``tests/``), beside what every run
 of the suite gets from the plugin (registered once, by its pytest11 entry point, not here).
 
-- The checkout's tests run under the ``dev`` Hypothesis profile unless ``--hypothesis-profile``
+- The checkout's tests run under the ``conformance-dev`` Hypothesis profile unless ``--hypothesis-profile``
   names another. The plugin loads no profile (another suite's settings are its own); the installed
   suite's property tests need none, since they read theirs from ``property_settings``.
 - The harness's own tests (``tests/``) marked slow run only with ``--slow`` or ``-m slow``, as the

@@ -5,7 +5,7 @@
 Runs each tier as its own pytest process from the repository root, exactly as a user would:
 
 - ``cpu``: ``pytest -m cpu`` (the README's first command, default profile);
-- ``ci``: ``pytest --slow --hypothesis-profile=ci`` (what ``.ci/run`` runs).
+- ``ci``: ``pytest --slow --hypothesis-profile=conformance-ci`` (what ``.ci/run`` runs).
 
 (``--one-check N``: also N paired runs of one check from the command line,
 ``pytest cases/test_parity.py --target export -k "nanochat-seed and loss"``, against the same check
@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TIERS = {"cpu": ["-m", "cpu"], "ci": ["--slow", "--hypothesis-profile=ci"]}
+TIERS = {"cpu": ["-m", "cpu"], "ci": ["--slow", "--hypothesis-profile=conformance-ci"]}
 
 
 def run_tier(name: str, extra: list[str]) -> dict:

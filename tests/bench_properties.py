@@ -29,7 +29,7 @@ CHECKS_PER_INPUT = 6
 @pytest.mark.latency
 def test_property_examples_per_second(target, conformance, benchmark):
     seeds = itertools.count()
-    runs = settings(property_settings("ci"), derandomize=False, max_examples=MODELS_PER_ROUND)
+    runs = settings(property_settings("conformance-ci"), derandomize=False, max_examples=MODELS_PER_ROUND)
     before = conformance.writer.count
     benchmark.pedantic(lambda: run_search(conformance, target, runs, seed=next(seeds)), rounds=3, iterations=1)
     rounds = next(seeds)

@@ -1,7 +1,7 @@
 """``inductor`` and ``onnxruntime``: one compile/export serves every input shape of a config.
 
 Both targets are slow on first use (tens of seconds per config on two cores), so these tests are
-``slow``: out of ``pytest -m "cpu and not slow"``, in CI (``--hypothesis-profile=ci`` runs every
+``slow``: out of ``pytest -m "cpu and not slow"``, in CI (``--hypothesis-profile=conformance-ci`` runs every
 test) and nightly. The parity of both is checked by ``cases/``; here, their caching and the
 environment they record.
 """

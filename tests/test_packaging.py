@@ -91,9 +91,10 @@ FOREIGN_SUITE = textwrap.dedent('''
 ''')
 
 
-def run_foreign_suite(python: str, directory: Path, *args: str) -> tuple[dict, dict, str]:
-    """Run FOREIGN_SUITE with ``python -m pytest`` in ``directory``: (outcomes, what the Hypothesis
-    test saw, output)."""
+def run_foreign_suite(python: str, directory: Path, *args: str, ci_machine: bool) -> tuple[dict, dict, str]:
+    """Run FOREIGN_SUITE with ``python -m pytest`` in ``directory``, on a machine that looks like CI
+    (``CI=true``: Hypothesis then loads its own ``ci`` profile by itself) or not: (outcomes, what the
+    Hypothesis test saw, output)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "test_theirs.py").write_text(FOREIGN_SUITE)
     seen, junit = directory / "seen.json", directory / "junit.xml"
@@ -101,6 +102,9 @@ def run_foreign_suite(python: str, directory: Path, *args: str) -> tuple[dict, d
     # must find only what the plugin itself would set.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("GPT_CONFORMANCE_")}
     env["FOREIGN_SEEN"] = str(seen)
+    env.pop("CI", None)
+    if ci_machine:
+        env["CI"] = "true"
     proc = subprocess.run([python, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
                            "test_theirs.py", *args], cwd=directory, env=env, capture_output=True, text=True,
                           timeout=600, check=False)
@@ -115,10 +119,18 @@ def run_foreign_suite(python: str, directory: Path, *args: str) -> tuple[dict, d
 def assert_foreign_suite_untouched(python: str, tmp_path: Path, ignored: tuple[str, ...] = ()) -> None:
     """The same suite, with the plugin and without it: the same outcomes, the same Hypothesis
     settings, no gpt-conformance variable in the environment, the same files where it ran
-    (except ``ignored``)."""
+    (except ``ignored``), on a CI machine and off one. (A plugin profile named ``ci`` once replaced
+    Hypothesis's own, which Hypothesis loads on CI machines: that suite ran 25 examples there.)"""
+    for ci_machine in (False, True):
+        assert_foreign_run_untouched(python, tmp_path / ("ci" if ci_machine else "local"), ignored, ci_machine)
+
+
+def assert_foreign_run_untouched(python: str, tmp_path: Path, ignored: tuple[str, ...], ci_machine: bool) -> None:
     with_plugin, without = tmp_path / "with-plugin", tmp_path / "without"
-    outcomes, seen, output = run_foreign_suite(python, with_plugin)
-    assert (outcomes, seen) == run_foreign_suite(python, without, "-p", f"no:{PLUGIN}")[:2], output
+    outcomes, seen, output = run_foreign_suite(python, with_plugin, ci_machine=ci_machine)
+    plain = run_foreign_suite(python, without, "-p", f"no:{PLUGIN}", ci_machine=ci_machine)
+    assert (outcomes, seen) == plain[:2], output
+    assert seen["derandomize"] == ci_machine, seen  # Hypothesis's own ci profile, or its default
     assert outcomes == dict.fromkeys(["test_own_target_fixture", "test_hypothesis_defaults", "test_a_property",
                                       "test_their_slow_marker"], "passed"), output
     assert seen["run_id_env"] == [] and seen["max_examples"] == 100, seen  # Hypothesis's own default

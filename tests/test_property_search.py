@@ -2,7 +2,7 @@
 correct targets; and that the printed repro command replays the failure.
 
 The searches run in-process through ``run_search`` (the same example body as
-``cases/test_properties.py``) under the ``ci`` profile's property settings.
+``cases/test_properties.py``) under the ``conformance-ci`` profile's property settings.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ PLANTED = [
 @pytest.mark.slow
 @pytest.mark.parametrize("planted, at_most, shows_bug", PLANTED)
 def test_ci_search_finds_and_shrinks_planted_bug(planted, at_most, shows_bug, session):
-    failures = search_failures(session, planted, property_settings("ci"))
+    failures = search_failures(session, planted, property_settings("conformance-ci"))
     assert failures, f"the ci property search missed {planted.name} ({planted.description})"
     failure = failures[0]
     assert isinstance(failure, PropertyFailure), f"{planted.name}: expected a property failure, got {failure!r}"
@@ -73,9 +73,9 @@ def test_ci_search_finds_and_shrinks_planted_bug(planted, at_most, shows_bug, se
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["eager", "export"])
 def test_no_false_alarm_on_correct_targets(name, session):
-    """Five ci-sized searches (PROPERTY_EXAMPLES['ci'] models of up to three inputs each), each
+    """Five ci-sized searches (PROPERTY_EXAMPLES['conformance-ci'] models of up to three inputs each), each
     with its own seed instead of ci's fixed derandomization, find nothing on a correct target."""
-    runs = settings(property_settings("ci"), derandomize=False)
+    runs = settings(property_settings("conformance-ci"), derandomize=False)
     target = registry.get(name)
     exports_before = getattr(target, "export_count", 0)
     for seed in range(5):
@@ -92,7 +92,7 @@ def test_no_false_alarm_on_correct_targets(name, session):
 @pytest.mark.slow
 def test_failure_prints_a_repro_command_that_replays_it(tmp_path):
     first, records, _ = run_pytest("cases/test_properties.py::test_properties", "-p", "tests.planted_properties",
-                                   "--target", "planted-last-token-embedding", "--hypothesis-profile=ci",
+                                   "--target", "planted-last-token-embedding", "--hypothesis-profile=conformance-ci",
                                    report_dir=tmp_path / "search")
     assert first.returncode == 1, first.stdout[-3000:]
     lines = [re.sub(r"^E?\s+", "", line) for line in first.stdout.splitlines()]  # pytest prefixes "E   "

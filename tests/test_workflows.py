@@ -79,7 +79,7 @@ def test_pr_runs_the_cpu_tier_with_the_ci_profile_and_uploads_the_report():
     assert "pull_request" in pr["on"]
     invocation, _ = pytest_invocations(pr["jobs"]["cpu"])
     assert option_value(invocation, "-m") == "cpu"
-    assert option_value(invocation, "--hypothesis-profile") == "ci"
+    assert option_value(invocation, "--hypothesis-profile") == "conformance-ci"
     assert option_value(invocation, "--junit-xml")
     upload = [s for s in pr["jobs"]["cpu"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
     assert upload and upload[0]["if"] == "always()" and "reports/parity.html" in upload[0]["with"]["path"]
@@ -106,7 +106,7 @@ def test_nightly_job_graph():
         assert option_value(invocation, "-m") == tier
     cpu, _ = pytest_invocations(jobs["cpu"])
     assert set(option_value(cpu, "-m").split()) - LOGIC_WORDS == {"cpu", "latency"}
-    assert option_value(cpu, "--hypothesis-profile") == "nightly"
+    assert option_value(cpu, "--hypothesis-profile") == "conformance-nightly"
     assert any("NEURON_VENV" in c and "activate" in c for c in commands(jobs["trn1"]))
 
 
