@@ -49,7 +49,7 @@ def test_the_low_precision_checks_are_made_only_for_low_precision_targets(pytest
     for item in collected(result):
         test, params = item.rstrip("]").split("[", 1)
         targets.setdefault(test, set()).add(next(n for n in names if params == n or params.startswith(n + "-")))
-    quantized = {"modelopt-int8-wo", "modelopt-int4-wo", "torchao-int8-wo"}
+    quantized = {"modelopt-int8-wo", "modelopt-int4-wo", "torchao-int8-wo", "torch-int4-wo"}
     assert targets["test_arithmetic"] == quantized  # eager-fp16 is its own reference
     assert targets["test_quality"] == {"eager-fp16", "eager-bf16"} | quantized
 
