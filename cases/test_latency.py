@@ -18,6 +18,7 @@ from gpt_conformance.harness.checks.decode import choose_window, greedy_decode, 
 from gpt_conformance.harness.checks.latency import LatencyRun, forward_flops
 from gpt_conformance.harness.checks.precision import claimed_model
 from gpt_conformance.harness.checks.session import assert_verdict
+from gpt_conformance.harness.core.records import CheckRecord
 from gpt_conformance.reference.cases import GPT2_SMALL_CONFIG, SEED_CONFIG
 from gpt_conformance.reference.model import GPT, GPTConfig
 from gpt_conformance.reference.train import load_zen_model
@@ -143,8 +144,8 @@ DECODE_SHAPE = Shape("tiny-decode-1x16", ZEN, 1, 16, seed=5)
 def require_decoder(run: LatencyRun, target, model) -> None:
     if target.capabilities.decode is None:
         reason = f"{target.name} has no decoder (Capabilities.decode is None): its decode path is not timed"
-        run.conformance.record(target, run.case_id, run.check, None, model.config, None, None, status="skip",
-                               message=reason)
+        run.conformance.record(CheckRecord(target, run.case_id, run.check, config=model.config, status="skip",
+                                           message=reason))
         pytest.skip(reason)
 
 

@@ -20,6 +20,7 @@ from gpt_conformance.harness.checks.precision import (
     require_low_precision,
 )
 from gpt_conformance.harness.checks.session import assert_verdict
+from gpt_conformance.harness.core.records import CheckRecord
 from gpt_conformance.harness.core.targets import applies_to
 from gpt_conformance.reference.cases import ALL_CASES
 from gpt_conformance.reference.goldens import reference_outputs
@@ -50,8 +51,9 @@ def test_arithmetic(target, spec, conformance):
     conformance.require_family(target, spec.family, spec.name, spec.config)
     require_low_precision(target)  # a malformed declaration is an error here, not at collection
     verdict = arithmetic_verdict(conformance, target, spec)
-    conformance.record(target, spec.name, "arithmetic", verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
-                       extra={"level": "arithmetic"})
+    conformance.record(CheckRecord(target, spec.name, "arithmetic", verdict=verdict, config=spec.config,
+                                   input_shape=(spec.batch, spec.seq_len), seed=spec.seed,
+                                   extra={"level": "arithmetic"}))
     assert_verdict(verdict)
 
 
@@ -61,8 +63,9 @@ def test_quality(target, spec, conformance):
     conformance.require_family(target, spec.family, spec.name, spec.config)
     require_low_precision(target)
     verdict, greedy = quality_verdict(conformance, target, spec)
-    conformance.record(target, spec.name, "quality", verdict, spec.config, (spec.batch, spec.seq_len), spec.seed,
-                       extra={"level": "quality", "gated": verdict.status != "recorded", **greedy})
+    conformance.record(CheckRecord(target, spec.name, "quality", verdict=verdict, config=spec.config,
+                                   input_shape=(spec.batch, spec.seq_len), seed=spec.seed,
+                                   extra={"level": "quality", "gated": verdict.status != "recorded", **greedy}))
     assert_verdict(verdict)
 
 
@@ -92,6 +95,7 @@ def test_quality_on_zen_text(target, conformance):
         status, message = "recorded", (
             f"recorded, not judged: {figures} against the fp64 model on {windows} windows of the Zen text; the "
             f"policy's quality bounds are calibrated on the random-weight named cases, not on a trained model")
-    conformance.record(target, "zen-text", "quality", None, model.config, tuple(idx.shape), None, status=status,
-                       message=message, extra={"level": "quality", "gated": False, "quality": metrics})
+    conformance.record(CheckRecord(target, "zen-text", "quality", config=model.config, input_shape=tuple(idx.shape),
+                                   status=status, message=message,
+                                   extra={"level": "quality", "gated": False, "quality": metrics}))
     assert not nonfinite, message

@@ -10,6 +10,7 @@ is.
 import pytest
 from gpt_conformance.harness.api import DEVICE_MARKERS
 from gpt_conformance.harness.core.probes import AVAILABLE, probe_cuda, probe_neuron_device
+from gpt_conformance.harness.core.records import CheckRecord
 
 pytestmark = pytest.mark.gpt_conformance  # a harness test (harness/pytest_plugin/markers.py)
 
@@ -30,5 +31,5 @@ def test_tier_has_runnable_target(device, targets_under_test, conformance):
     if not any(probes.values()):
         message = f"this machine has the {device} hardware but no target of the tier can run: {reasons}"
         for target in tier:
-            conformance.record(target, "tier", "runnable", None, {}, None, None, status="error", message=message)
+            conformance.record(CheckRecord(target, "tier", "runnable", status="error", message=message))
         pytest.fail(message, pytrace=False)

@@ -11,11 +11,12 @@ from tests.runner import run_pytest
 
 PLANTED_CASES = textwrap.dedent('''
     import pytest
+    from gpt_conformance.harness.core.records import CheckRecord
 
     pytestmark = pytest.mark.gpt_conformance
 
     def test_passes_but_records_a_fail(target, conformance):
-        conformance.record(target, "planted", "planted", None, {}, None, None, status="fail", message="planted")
+        conformance.record(CheckRecord(target, "planted", "planted", status="fail", message="planted"))
 
     def test_crashes_without_a_record(target):
         raise RuntimeError("planted crash")
@@ -24,11 +25,11 @@ PLANTED_CASES = textwrap.dedent('''
         pytest.skip("planted skip")
 
     def test_skips_after_a_fail_record(target, conformance):
-        conformance.record(target, "planted", "planted", None, {}, None, None, status="fail", message="planted")
+        conformance.record(CheckRecord(target, "planted", "planted", status="fail", message="planted"))
         pytest.skip("planted skip")
 
     def test_records_a_measurement(target, conformance):
-        conformance.record(target, "planted", "planted", None, {}, None, None, status="recorded", message="m")
+        conformance.record(CheckRecord(target, "planted", "planted", status="recorded", message="m"))
 ''')
 
 
@@ -90,3 +91,14 @@ def test_a_tier_with_its_hardware_but_no_runnable_target_is_red_in_pytest_and_in
     assert (error["target"], error["check"], error["status"]) == ("uninstalled-backend", "runnable", "error")
     assert "no target of the tier can run" in error["message"]
     assert "planted_backend_that_is_not_installed" in error["message"]
+
+
+def test_a_record_needs_a_verdict_or_a_status():
+    """A check written without a verdict and without a status is refused, not written as an error."""
+    from gpt_conformance.harness.core.records import CheckRecord
+    from gpt_conformance.targets.eager import EagerTarget
+
+    with pytest.raises(ValueError, match="'logits' on 'seed' for 'eager': a record needs a verdict or a status"):
+        CheckRecord(EagerTarget(), "seed", "logits")
+    body = CheckRecord(EagerTarget(), "seed", "logits", status="skip", message="why").body()
+    assert (body["status"], body["message"], body["policy"], body["config"]) == ("skip", "why", "fp32", {})

@@ -41,6 +41,7 @@ from gpt_conformance.harness.checks.session import ConformanceSession
 from gpt_conformance.harness.core.errors import CheckError, CheckFailed, UnsupportedHere
 from gpt_conformance.harness.core.metrics import logit_metrics
 from gpt_conformance.harness.core.policies import Verdict, error_verdict, get_policy, judge_logits
+from gpt_conformance.harness.core.records import CheckRecord
 from gpt_conformance.harness.core.targets import Target
 from gpt_conformance.reference.cases import NANOGPT_STD, CaseSpec, perturb_weights
 from gpt_conformance.reference.decode import ReferenceDecoder
@@ -72,7 +73,8 @@ class DecodeChecks:
     def require_decoder(self, target: Target, case_id: str, check: str, config: Any, shape=None) -> None:
         """Skip (recorded) a target without a decoder."""
         if target.capabilities.decode is None:
-            self.session.record(target, case_id, check, None, config, shape, None, status="skip", message=NO_DECODER)
+            self.session.record(CheckRecord(target, case_id, check, config=config, input_shape=shape, status="skip",
+                                            message=NO_DECODER))
             raise UnsupportedHere(f"{target.name}: {NO_DECODER}")
 
     def decoder_of(self, target: Target, model: torch.nn.Module, case_id: str, check: str, shape) -> Any:
@@ -88,12 +90,12 @@ class DecodeChecks:
             with self.session.timed(target, "run"):
                 return call(decoder)
         except UnsupportedHere as exc:
-            self.session.record(target, case_id, check, None, model.config, shape, None, status="skip",
-                                message=str(exc))
+            self.session.record(CheckRecord(target, case_id, check, config=model.config, input_shape=shape,
+                                            status="skip", message=str(exc)))
             raise UnsupportedHere(f"{target.name}: {exc}") from None
         except Exception as exc:
-            self.session.record(target, case_id, check, error_verdict(check, target.precision, exc), model.config,
-                                shape, None)
+            self.session.record(CheckRecord(target, case_id, check, verdict=error_verdict(check, target.precision, exc),
+                                            config=model.config, input_shape=shape))
             raise CheckError(f"{target.name} on {case_id} ({check}): {type(exc).__name__}: {exc}") from None
 
     def golden(self, target: Target, spec: CaseSpec, check: str) -> Golden:
@@ -101,8 +103,9 @@ class DecodeChecks:
         try:
             return self.session.golden(spec)
         except Exception as exc:
-            self.session.record(target, spec.name, check, error_verdict(check, target.precision, exc), spec.config,
-                                None, spec.seed)
+            self.session.record(CheckRecord(target, spec.name, check,
+                                            verdict=error_verdict(check, target.precision, exc), config=spec.config,
+                                            seed=spec.seed))
             raise CheckError(f"golden for {spec.name!r} unusable: {exc}") from None
 
     def plan(self, target: Target, spec: CaseSpec, golden: Golden, full: bool) -> DecodePlan:
@@ -148,9 +151,10 @@ class DecodeChecks:
             where = first_diverging_call(target.precision, plan, logits, truth64, eager, truth.scale)
             verdict = located(verdict, plan, where)
         per_call = per_call_errors(plan, logits, eager, truth64)
-        self.session.record(target, spec.name, check, verdict, spec.config, shape, spec.seed, duration=seconds,
-                            extra={"decode": {"prompt": plan.prompt, "steps": plan.steps, **per_call,
-                                              "first_diverging": verdict.localization or None}})
+        self.session.record(CheckRecord(target, spec.name, check, verdict=verdict, config=spec.config,
+                                        input_shape=shape, seed=spec.seed, duration=seconds,
+                                        extra={"decode": {"prompt": plan.prompt, "steps": plan.steps, **per_call,
+                                              "first_diverging": verdict.localization or None}}))
         return verdict
 
     # --- invariants -------------------------------------------------------------------------
@@ -178,14 +182,14 @@ class DecodeChecks:
         decoding = target.capabilities.decode
         if decoding is not None and decoding.padding is None:
             message = "the target's decoder takes no ragged batches (Decoding.padding is None)"
-            self.session.record(target, spec.name, check, None, spec.config, None, spec.seed, status="skip",
-                                message=message)
+            self.session.record(CheckRecord(target, spec.name, check, config=spec.config, seed=spec.seed, status="skip",
+                                            message=message))
             raise UnsupportedHere(f"{target.name}: {message}")
         plan = self.plan(target, spec, golden, full=False)
         if plan.prompt < 2:
             message = f"a {spec.seq_len}-token case leaves no room for prompts of different lengths"
-            self.session.record(target, spec.name, check, None, spec.config, None, spec.seed, status="skip",
-                                message=message)
+            self.session.record(CheckRecord(target, spec.name, check, config=spec.config, seed=spec.seed, status="skip",
+                                            message=message))
             raise UnsupportedHere(f"{target.name}: {message}")
         prompts = [plan.prompt, max(1, plan.prompt - 3), 1]
         steps = min(RAGGED_STEPS, plan.length - plan.prompt) or 1
@@ -210,9 +214,10 @@ class DecodeChecks:
                           if invariant_verdict(check, target.precision, pick(got), pick(alone), pick(eager_got),
                                                pick(eager_alone)).failed), None)
             verdict = located(verdict, DecodePlan(plan.prompt, steps), where, "the ragged batch")
-        self.session.record(target, spec.name, check, verdict, spec.config, (len(rows), plan.prompt), spec.seed,
-                            extra={"decode": {"prompts": prompts, "steps": steps, "padding": padding,
-                                              "first_diverging": verdict.localization or None}})
+        self.session.record(CheckRecord(target, spec.name, check, verdict=verdict, config=spec.config,
+                                        input_shape=(len(rows), plan.prompt), seed=spec.seed,
+                                        extra={"decode": {"prompts": prompts, "steps": steps, "padding": padding,
+                                              "first_diverging": verdict.localization or None}}))
         return verdict
 
     def check_reuse(self, target: Target, spec: CaseSpec) -> Verdict:
@@ -222,8 +227,8 @@ class DecodeChecks:
         decoding = target.capabilities.decode
         if decoding is not None and not decoding.reusable_state:
             message = "the target's decoder states are not reused (Decoding.reusable_state is False)"
-            self.session.record(target, spec.name, check, None, spec.config, None, spec.seed, status="skip",
-                                message=message)
+            self.session.record(CheckRecord(target, spec.name, check, config=spec.config, seed=spec.seed, status="skip",
+                                            message=message))
             raise UnsupportedHere(f"{target.name}: {message}")
         plan = self.plan(target, spec, golden, full=False)
         rows = golden.idx[:DECODE_ROWS, :plan.length]
@@ -250,9 +255,10 @@ class DecodeChecks:
                           if invariant_verdict(check, target.precision, got[:, lo:hi], expected[:, lo:hi],
                                                eager_got[:, lo:hi], eager_expected[:, lo:hi]).failed), None)
             verdict = located(verdict, plan, where)
-        self.session.record(target, spec.name, check, verdict, spec.config, tuple(shape), spec.seed,
-                            extra={"decode": {"prompt": plan.prompt, "steps": plan.steps,
-                                              "first_diverging": verdict.localization or None}})
+        self.session.record(CheckRecord(target, spec.name, check, verdict=verdict, config=spec.config,
+                                        input_shape=tuple(shape), seed=spec.seed,
+                                        extra={"decode": {"prompt": plan.prompt, "steps": plan.steps,
+                                              "first_diverging": verdict.localization or None}}))
         return verdict
 
     # --- greedy through the cache -----------------------------------------------------------
@@ -269,7 +275,8 @@ class DecodeChecks:
         limit = decoding.max_cache_len if decoding is not None else None
         if limit is not None and fed > limit:
             message = f"the greedy check needs {fed} cache slots; the target's cache has {limit}"
-            self.session.record(target, case_id, check, None, config, shape, None, status="skip", message=message)
+            self.session.record(CheckRecord(target, case_id, check, config=config, input_shape=shape, status="skip",
+                                            message=message))
             raise UnsupportedHere(f"{target.name}: {message}")
         policy = get_policy(target.precision)
         start = time.perf_counter()
@@ -278,8 +285,9 @@ class DecodeChecks:
             lambda decoder: compare_greedy_by(greedy_through(decoder, config.vocab_size), reference,
                                               policy.greedy_margin))
         verdict = greedy_verdict(comparison, policy, decode, check=check)
-        self.session.record(target, case_id, check, verdict, config, shape, None,
-                            duration=time.perf_counter() - start, extra={"greedy": comparison.summary(decode)})
+        self.session.record(CheckRecord(target, case_id, check, verdict=verdict, config=config, input_shape=shape,
+                                        duration=time.perf_counter() - start,
+                                        extra={"greedy": comparison.summary(decode)}))
         return verdict
 
 
@@ -390,9 +398,10 @@ def check_drawn_decode(checks: DecodeChecks, target: Target, data: Any) -> Verdi
                                       logit_metrics(pick(eager), pick(truth)),
                                       float(truth_all.abs().max())).failed), None)
         verdict = located(verdict, DecodePlan(max(ragged), example.steps), where, "the drawn decode")
-    checks.session.record(target, case_id, check, verdict, example.config, (len(rows), max(ragged)), example.seed,
-                          extra={"decode": {"prompts": ragged, "steps": example.steps, "padding": padding,
-                                            "first_diverging": verdict.localization or None}})
+    checks.session.record(CheckRecord(target, case_id, check, verdict=verdict, config=example.config,
+                                      input_shape=(len(rows), max(ragged)), seed=example.seed,
+                                      extra={"decode": {"prompts": ragged, "steps": example.steps, "padding": padding,
+                                            "first_diverging": verdict.localization or None}}))
     if verdict.failed:
         raise CheckFailed(f"{target.name} on {case_id}\n{verdict.explain()}", verdict)
     return verdict

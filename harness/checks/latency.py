@@ -31,6 +31,7 @@ from gpt_conformance.harness.checks.session import ConformanceSession
 from gpt_conformance.harness.core.errors import CheckFailed, UnsupportedHere
 from gpt_conformance.harness.core.peak_flops import peak_for
 from gpt_conformance.harness.core.policies import Verdict
+from gpt_conformance.harness.core.records import CheckRecord
 from gpt_conformance.harness.core.targets import Target
 from gpt_conformance.harness.core.timing import (
     TimingSummary,
@@ -126,8 +127,8 @@ class LatencyRun:
             reason = f"{self.target.name}: capabilities do not accept batch {batch} x sequence {max_seq_len}"
         else:
             return
-        self.conformance.record(self.target, self.case_id, self.check, None, config, input_shape, None,
-                                status="skip", message=reason)
+        self.conformance.record(CheckRecord(self.target, self.case_id, self.check, config=config,
+                                            input_shape=input_shape, status="skip", message=reason))
         raise UnsupportedHere(reason)
 
     def first_result(self, model: GPT, idx: torch.Tensor, seed: Any) -> dict[str, Any]:
@@ -145,8 +146,9 @@ class LatencyRun:
             verdict, _ = parity_verdicts(self.target, Truth(logits64, None, logits32, None), logits, None)
         self.verdict = verdict
         if not verdict.passed:
-            self.conformance.record(self.target, self.case_id, self.check, verdict, model.config, tuple(idx.shape),
-                                    seed, message="not timed: first output is wrong: " + verdict.message)
+            self.conformance.record(CheckRecord(self.target, self.case_id, self.check, verdict=verdict,
+                                                config=model.config, input_shape=tuple(idx.shape), seed=seed,
+                                                message="not timed: first output is wrong: " + verdict.message))
             raise CheckFailed(f"{self.target.name} on {self.case_id}: not timed, output is wrong\n{verdict.explain()}",
                               verdict)
         return {"prepare_s": prepared.prepare_seconds, "first_call_s": first_call_s,
@@ -204,6 +206,7 @@ class LatencyRun:
         message = (f"timed (no gate on times): median {summary.median_s * 1e3:.3g} ms, "
                    f"{ratio.value:.3g}x eager (IQR {ratio.q1:.3g}..{ratio.q3:.3g}); first output {self.verdict.status} "
                    f"under policy {self.verdict.policy!r}")
-        return self.conformance.record(self.target, self.case_id, self.check, self.verdict, model.config,
-                                       input_shape, seed, message=message, duration=summary.median_s,
-                                       extra={"latency": latency})
+        return self.conformance.record(CheckRecord(self.target, self.case_id, self.check, verdict=self.verdict,
+                                                   config=model.config, input_shape=input_shape, seed=seed,
+                                                   message=message, duration=summary.median_s,
+                                                   extra={"latency": latency}))

@@ -47,6 +47,7 @@ from gpt_conformance.harness.core.errors import CheckError, UnsupportedHere
 from gpt_conformance.harness.core.metrics import logit_metrics, loss_metrics
 from gpt_conformance.harness.core.policies import Verdict, get_policy, judge_logits, judge_loss
 from gpt_conformance.harness.core.quant import dequantized_weights
+from gpt_conformance.harness.core.records import CheckRecord
 from gpt_conformance.harness.core.targets import Target
 from gpt_conformance.reference.goldens import reference_outputs
 from hypothesis import given, reject, settings
@@ -169,8 +170,8 @@ class ExampleChecker:
         if block > 1 and config.n_embd % block:
             message = (f"n_embd {config.n_embd} is not a multiple of the target's weight block size {block}: "
                        "its blocks cannot tile the linears' in_features")
-            self.session.record(self.target, CASE_ID, "width", None, config, None, self.model_case.seed,
-                                status="skip", message=message)
+            self.session.record(CheckRecord(self.target, CASE_ID, "width", config=config, seed=self.model_case.seed,
+                                            status="skip", message=message))
             raise UnsupportedHere(f"{self.target.name}: {message}")
 
     def check(self, inp: InputCase) -> None:
@@ -302,8 +303,8 @@ class ExampleChecker:
         extra = {"weight_std": self.model_case.weight_std, "example": example}
         if verdict is not None and verdict.failed:
             extra["repro"] = repro_command(example, self.replay)
-        self.session.record(self.target, CASE_ID, check, verdict, self.model_case.config, inp.shape,
-                            self.model_case.seed, extra=extra, **kwargs)
+        self.session.record(CheckRecord(self.target, CASE_ID, check, verdict=verdict, config=self.model_case.config,
+                                        input_shape=inp.shape, seed=self.model_case.seed, extra=extra, **kwargs))
 
 
 def weight_block_size(target: Target) -> int:

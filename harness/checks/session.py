@@ -30,7 +30,7 @@ from gpt_conformance.harness.checks.localize import Budget, Localization, locali
 from gpt_conformance.harness.core.errors import CheckError, CheckFailed, UnsupportedHere
 from gpt_conformance.harness.core.metrics import abs_error_histogram
 from gpt_conformance.harness.core.policies import Verdict, error_verdict, get_policy
-from gpt_conformance.harness.core.records import RecordWriter
+from gpt_conformance.harness.core.records import CheckRecord, RecordWriter
 from gpt_conformance.harness.core.targets import Target, TargetRegistry
 from gpt_conformance.reference.cases import CaseSpec
 from gpt_conformance.reference.families import family_of
@@ -92,12 +92,12 @@ class ConformanceSession:
         try:
             prepared = self.prepared.get(target, model)
         except UnsupportedHere as exc:
-            self.record(target, case_id, "prepare", None, model.config, None, None, status="skip", message=str(exc))
+            self.record(CheckRecord(target, case_id, "prepare", config=model.config, status="skip", message=str(exc)))
             raise UnsupportedHere(f"{target.name}: {exc}") from None
         except Exception as exc:
             if record_errors:
-                self.record(target, case_id, "prepare", error_verdict("prepare", target.precision, exc), model.config,
-                            None, None)
+                self.record(CheckRecord(target, case_id, "prepare",
+                                        verdict=error_verdict("prepare", target.precision, exc), config=model.config))
             raise CheckError(f"{target.name}: prepare raised {type(exc).__name__}: {exc}") from None
         if prepared.uses == 1:  # prepared just now
             self.phase_seconds[(target.name, "prepare")] += prepared.prepare_seconds
@@ -128,8 +128,8 @@ class ConformanceSession:
             return logits, loss, time.perf_counter() - start
         except UnsupportedHere as exc:
             if not target.capabilities.accepts(*idx.shape):
-                self.record(target, case_id, check, None, model.config, tuple(idx.shape), seed, status="skip",
-                            message=str(exc))
+                self.record(CheckRecord(target, case_id, check, config=model.config, input_shape=tuple(idx.shape),
+                                        seed=seed, status="skip", message=str(exc)))
                 raise UnsupportedHere(f"{target.name}: {exc}") from None
             # The capabilities promised this shape: a refusal at run time is a crash that a skip would hide.
             failure: Exception = RuntimeError(f"run raised UnsupportedHere on a {idx.shape[0]}x{idx.shape[1]} "
@@ -137,8 +137,8 @@ class ConformanceSession:
         except Exception as exc:
             failure = exc
         if record_errors:
-            self.record(target, case_id, check, error_verdict(check, target.precision, failure), model.config,
-                        tuple(idx.shape), seed)
+            self.record(CheckRecord(target, case_id, check, verdict=error_verdict(check, target.precision, failure),
+                                    config=model.config, input_shape=tuple(idx.shape), seed=seed))
         raise CheckError(f"{target.name} on {case_id}: {type(failure).__name__}: {failure}") from None
 
     def named_outputs(self, target: Target, golden: Golden) -> tuple[torch.Tensor, torch.Tensor | None, float]:
@@ -147,8 +147,9 @@ class ConformanceSession:
         spec = golden.spec
         if not target.capabilities.accepts(spec.batch, spec.seq_len):
             message = f"capabilities do not accept the case's input shape {spec.batch}x{spec.seq_len}"
-            self.record(target, spec.name, "shape", None, spec.config, (spec.batch, spec.seq_len), spec.seed,
-                        status="skip", message=message)
+            self.record(CheckRecord(target, spec.name, "shape", config=spec.config,
+                                    input_shape=(spec.batch, spec.seq_len), seed=spec.seed, status="skip",
+                                    message=message))
             raise UnsupportedHere(f"{target.name}: {message}")
         if key not in self._outputs:
             self._outputs[key] = self.run(target, golden.model, golden.idx, golden.targets, golden.spec.name,
@@ -170,8 +171,8 @@ class ConformanceSession:
         try:
             golden = self.golden(spec)
         except GoldenError as exc:
-            self.record(target, spec.name, check, error_verdict(check, target.precision, exc), spec.config,
-                        (spec.batch, spec.seq_len), spec.seed)
+            self.record(CheckRecord(target, spec.name, check, verdict=error_verdict(check, target.precision, exc),
+                                    config=spec.config, input_shape=(spec.batch, spec.seq_len), seed=spec.seed))
             raise CheckError(f"golden for {spec.name!r} unusable: {exc}") from None
         truth = Truth(golden.logits64, golden.loss64, golden.logits32, golden.loss32)
         logits, loss, seconds = self.named_outputs(target, golden)
@@ -199,8 +200,8 @@ class ConformanceSession:
             localization = self.localization(target, model, idx, targets, failed, case_id)
             verdict.localization = localization.summary
             extra["localization"] = localization.to_record()
-        self.record(target, case_id, check, verdict, model.config, tuple(idx.shape), seed, duration=seconds,
-                    extra=extra)
+        self.record(CheckRecord(target, case_id, check, verdict=verdict, config=model.config,
+                                input_shape=tuple(idx.shape), seed=seed, duration=seconds, extra=extra))
         return verdict
 
     def localization(self, target: Target, model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor | None,
@@ -224,7 +225,7 @@ class ConformanceSession:
         """Skip (and record why) when ``target`` cannot express models of ``family``."""
         if family not in target.capabilities.families:
             message = f"target supports model families {sorted(target.capabilities.families)}, not {family!r}"
-            self.record(target, case_id, "family", None, config, None, None, status="skip", message=message)
+            self.record(CheckRecord(target, case_id, "family", config=config, status="skip", message=message))
             raise UnsupportedHere(f"{target.name}: {message}") from None
 
     def check_greedy(self, target: Target, model: torch.nn.Module, reference: ReferenceGreedy, case_id: str,
@@ -244,7 +245,8 @@ class ConformanceSession:
             limit = window.seq_len if window.seq_len < fed else None
         if limit is not None:
             message = f"the greedy check feeds {fed} tokens; the target takes at most {limit}"
-            self.record(target, case_id, "greedy", None, config, shape, None, status="skip", message=message)
+            self.record(CheckRecord(target, case_id, "greedy", config=config, input_shape=shape, status="skip",
+                                    message=message))
             raise UnsupportedHere(f"{target.name}: {message}") from None
         policy = get_policy(target.precision)
 
@@ -256,38 +258,18 @@ class ConformanceSession:
             comparison = compare_greedy(forward, reference, policy.greedy_margin, block_size, window)
         except NonFiniteLogitsError as exc:
             verdict = error_verdict("greedy", target.precision, exc)
-            self.record(target, case_id, "greedy", verdict, config, shape, None)
+            self.record(CheckRecord(target, case_id, "greedy", verdict=verdict, config=config, input_shape=shape))
             raise CheckError(f"{target.name} on {case_id}: {exc}") from None
         verdict = greedy_verdict(comparison, policy, decode)
-        self.record(target, case_id, "greedy", verdict, config, shape, None, duration=time.perf_counter() - start,
-                    extra={"greedy": comparison.summary(decode)})
+        self.record(CheckRecord(target, case_id, "greedy", verdict=verdict, config=config, input_shape=shape,
+                                duration=time.perf_counter() - start, extra={"greedy": comparison.summary(decode)}))
         return verdict
 
-    def record(self, target: Target, case_id: str, check: str, verdict: Verdict | None, config: Any,
-               input_shape: tuple | None, seed: Any, *, status: str | None = None, message: str = "",
-               duration: float | None = None, extra: dict | None = None) -> dict:
-        config_dict = config.to_dict() if hasattr(config, "to_dict") else config
-        body = {
-            "target": target.name,
-            "precision": target.precision,
-            "device": target.requirements.device,
-            "case": case_id,
-            "check": check,
-            "config": config_dict,
-            "input_shape": list(input_shape) if input_shape is not None else None,
-            "seed": seed,
-            "status": status or (verdict.status if verdict else "error"),
-            "policy": verdict.policy if verdict else target.precision,
-            "message": message or (verdict.message if verdict else ""),
-            "metrics": verdict.metrics if verdict else {},
-            "baseline": verdict.baseline if verdict else {},
-            "gates": [g.__dict__ for g in verdict.gates] if verdict else [],
-            "duration_s": duration,
-            "target_environment": target.environment(),
-            "test_id": self.test_id,
-            **(extra or {}),
-        }
-        self.expect(target, body)
+    def record(self, record: CheckRecord) -> dict:
+        """Write ``record`` (with the current test's id), after turning a declared expected failure
+        into ``xfail`` or ``xpass``; returns the line as written."""
+        body = {**record.body(), "test_id": self.test_id}
+        self.expect(record.target, body)
         self.statuses.setdefault(self.test_id, []).append(body["status"])
         return self.writer.write(body)
 

@@ -9,11 +9,16 @@ import os
 import platform
 import subprocess
 import time
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from gpt_conformance.harness.core.policies import Verdict
+    from gpt_conformance.harness.core.targets import Target
 
 RECORD_SCHEMA = 1
 
@@ -66,6 +71,57 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+@dataclass
+class CheckRecord:
+    """One check of ``target`` on ``case``, before it is written as a records line.
+
+    A judged check carries its ``verdict`` (status, policy, message, metrics and gates come from
+    it; ``status`` and ``message``, when given, replace the verdict's). A check that was not judged
+    (a skip, a crash before any verdict, a measurement) carries ``status`` and ``message`` alone.
+    ``config`` is the model's config (or a dict); ``extra`` holds the check's own fields."""
+
+    target: Target
+    case: str
+    check: str
+    verdict: Verdict | None = None
+    status: str | None = None
+    message: str = ""
+    config: Any = None
+    input_shape: tuple | None = None
+    seed: Any = None
+    duration: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict is None and self.status is None:
+            raise ValueError(f"record of {self.check!r} on {self.case!r} for {self.target.name!r}: "
+                             f"a record needs a verdict or a status")
+
+    def body(self) -> dict[str, Any]:
+        """The records line's fields, without the ones the writer and the session add."""
+        verdict, target = self.verdict, self.target
+        config = self.config.to_dict() if hasattr(self.config, "to_dict") else self.config
+        return {
+            "target": target.name,
+            "precision": target.precision,
+            "device": target.requirements.device,
+            "case": self.case,
+            "check": self.check,
+            "config": config if config is not None else {},
+            "input_shape": list(self.input_shape) if self.input_shape is not None else None,
+            "seed": self.seed,
+            "status": self.status or verdict.status,  # type: ignore[union-attr]  (__post_init__)
+            "policy": verdict.policy if verdict else target.precision,
+            "message": self.message or (verdict.message if verdict else ""),
+            "metrics": verdict.metrics if verdict else {},
+            "baseline": verdict.baseline if verdict else {},
+            "gates": [g.__dict__ for g in verdict.gates] if verdict else [],
+            "duration_s": self.duration,
+            "target_environment": target.environment(),
+            **self.extra,
+        }
 
 
 class RecordWriter:

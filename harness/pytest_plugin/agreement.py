@@ -21,6 +21,7 @@ failed one. Applies to tests parametrized by a target (the conformance cases).
 from __future__ import annotations
 
 import pytest
+from gpt_conformance.harness.core.records import CheckRecord
 from gpt_conformance.harness.core.targets import Target
 from gpt_conformance.harness.pytest_plugin.plugin import SESSION_KEY
 
@@ -71,11 +72,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.longrepr = (f"gpt-conformance: the test {was}, but its records hold {len(bad)} "
                            f"{'/'.join(sorted(set(bad)))} verdict(s): a test's outcome and its records must agree")
     elif report.failed and not bad:
-        session.record(target, item.nodeid, call.when if call.when != "call" else "test", None, {}, None, None,
-                       status="error", message=first_line(report, call))
+        session.record(CheckRecord(target, item.nodeid, call.when if call.when != "call" else "test",
+                                   status="error", message=first_line(report, call)))
     elif report.skipped and "skip" not in statuses:
-        session.record(target, item.nodeid, "setup" if call.when == "setup" else "test", None, {}, None, None,
-                       status="skip", message=first_line(report, call))
+        session.record(CheckRecord(target, item.nodeid, "setup" if call.when == "setup" else "test",
+                                   status="skip", message=first_line(report, call)))
     elif report.passed and "recorded" in statuses and "pass" not in statuses:
         report.user_properties.append(RECORDED)
     return report
