@@ -106,6 +106,7 @@ class ArithmeticReference:
     logits64: torch.Tensor
     loss64: torch.Tensor | None
     logits: torch.Tensor  # the reference in the compute dtype
+    loss: torch.Tensor | None  # its loss, computed in the compute dtype from those logits
     baseline_logits: dict[str, float]
     baseline_loss: dict[str, float] | None
 
@@ -119,7 +120,7 @@ def arithmetic_reference(model: torch.nn.Module, weights: dict[str, torch.Tensor
     baseline_loss = None
     if loss64 is not None:
         baseline_loss = {**loss_metrics(loss_c, loss64), "logit_rmse": baseline_logits["rmse"]}
-    return ArithmeticReference(logits64, loss64, logits_c, baseline_logits, baseline_loss)
+    return ArithmeticReference(logits64, loss64, logits_c, loss_c, baseline_logits, baseline_loss)
 
 
 def judge_arithmetic(policy, ref: ArithmeticReference, logits, loss) -> tuple[Verdict, Verdict | None]:

@@ -19,8 +19,10 @@ one: the arithmetic level's reference), on the same positions: its error against
 difference under the same change if that is larger. The gates are the policy's logit gates for
 an fp32 target and its arithmetic gates for a low-precision one. So a causal-mask leak of 0.04 in
 an int8 target fails against an fp32 yardstick of ~1e-7, where the int8 truth-parity bound (0.088)
-would pass it. Loss consistency uses the loss gates, with eager's own |fp32 loss - fp64
-cross-entropy of its fp32 logits| as the baseline.
+would pass it. Loss consistency is judged the same way: the target's loss against the fp64
+cross-entropy of its own logits, by 3x the reference's own such difference in the compute dtype
+plus about one ulp of the loss in that dtype (``loss_consistency_gates``), never by the policy's
+truth-parity loss gates (int4-wo's allowed 0.0276; bf16 has none).
 
 A failing check raises a ``PropertyFailure`` subclass (one per property, so that Hypothesis
 shrinks each distinct failure on its own) whose message holds the example and a one-line
@@ -37,6 +39,7 @@ from typing import Any
 import torch
 from gpt_conformance.harness.checks.conformance import Truth, cross_entropy, parity_verdicts
 from gpt_conformance.harness.checks.precision import (
+    ArithmeticReference,
     arithmetic_reference,
     low_precision_of,
     output_arithmetic_verdicts,
@@ -45,7 +48,7 @@ from gpt_conformance.harness.checks.precision import (
 from gpt_conformance.harness.checks.strategies import InputCase, ModelCase, build_model, input_cases, model_cases
 from gpt_conformance.harness.core.errors import CheckError, UnsupportedHere
 from gpt_conformance.harness.core.metrics import logit_metrics, loss_metrics
-from gpt_conformance.harness.core.policies import Verdict, get_policy, judge_logits, judge_loss
+from gpt_conformance.harness.core.policies import Verdict, get_policy, judge_logits, judge_loss, loss_consistency_gates
 from gpt_conformance.harness.core.quant import dequantized_weights
 from gpt_conformance.harness.core.records import CheckRecord
 from gpt_conformance.harness.core.targets import Target
@@ -207,7 +210,9 @@ class ExampleChecker:
                 self.target, runnable, self.model, idx, targets, logits, loss)
             verdicts += [("property-parity-logits", logits_verdict, ""), ("property-parity-loss", loss_verdict, "")]
 
-        yardstick = (logits64, logits32) if declared is None else self.yardstick(idx, targets)
+        # The reference in the target's compute dtype with its own weights, on this input (None: eager fp32).
+        own = None if declared is None else self.compute_dtype_reference(idx, targets)
+        yardstick = (logits64, logits32) if own is None else (own.logits64, own.logits)
         if inp.cut is not None:
             keep = (slice(None), slice(0, inp.cut + 1))
             changed_idx = inp.causal_variant()
@@ -240,9 +245,7 @@ class ExampleChecker:
             verdicts.append(("prefix-consistency", None, "vacuous at seq_len 1"))
 
         if self.target.capabilities.returns_loss:
-            got = loss_metrics(loss, cross_entropy(logits, targets))
-            eager = loss_metrics(loss32, cross_entropy(logits32, targets))
-            verdicts.append(("loss-consistency", judge_loss(self.policy, got, eager, check="loss-consistency"), ""))
+            verdicts.append(("loss-consistency", self.loss_consistency(logits, loss, targets, truth, own), ""))
         else:
             verdicts.append(("loss-consistency", None, "the target returns no loss; the harness computes it"))
 
@@ -257,18 +260,36 @@ class ExampleChecker:
             check, verdict = failures[0]
             raise FAILURES[check](self.explain(check, verdict, example), example, verdict)
 
+    def loss_consistency(self, logits: torch.Tensor, loss: torch.Tensor | None, targets: torch.Tensor, truth: Truth,
+                         own: ArithmeticReference | None) -> Verdict:
+        """The target's loss against the fp64 cross-entropy of its own logits, by the gates of its
+        compute dtype (``loss_consistency_gates``): the yardstick is the reference in that dtype with
+        the target's own weights (eager fp32 for an fp32 target) doing the same."""
+        ref_logits, ref_loss = (truth.logits32, truth.loss32) if own is None else (own.logits, own.loss)
+        dtype = ref_logits.dtype
+        baseline = loss_metrics(ref_loss, cross_entropy(ref_logits, targets))
+        got = loss_metrics(loss, cross_entropy(logits, targets))
+        gates = loss_consistency_gates(str(dtype).removeprefix("torch."), torch.finfo(dtype).eps)
+        return judge_loss(replace(self.policy, loss_gates=gates), got, baseline, check="loss-consistency")
+
+    def compute_dtype_reference(self, idx: torch.Tensor, targets: torch.Tensor | None) -> ArithmeticReference:
+        """The reference in a low-precision target's compute dtype with its own (quantized) weights."""
+        declared = low_precision_of(self.target)
+        assert declared is not None
+        runnable = self.session.prepare(self.target, self.model, CASE_ID).runnable
+        with self.session.timed(self.target, "reference"):
+            quantized = reported_quantized_weights(self.target, runnable, self.model) if declared.weights else {}
+            return arithmetic_reference(self.model, dequantized_weights(quantized), declared.compute_dtype, idx, targets)
+
     def yardstick(self, idx: torch.Tensor, targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(fp64 truth, the reference in the target's compute dtype), both with the target's own
         weights, on ``idx``: what the target's arithmetic explains."""
-        declared = low_precision_of(self.target)
-        runnable = self.session.prepare(self.target, self.model, CASE_ID).runnable if declared else None
-        with self.session.timed(self.target, "reference"):
-            if declared is None:
+        if low_precision_of(self.target) is None:
+            with self.session.timed(self.target, "reference"):
                 logits64, _, logits32, _ = reference_outputs(self.model, idx, targets)
-                return logits64, logits32
-            quantized = reported_quantized_weights(self.target, runnable, self.model) if declared.weights else {}
-            ref = arithmetic_reference(self.model, dequantized_weights(quantized), declared.compute_dtype, idx, targets)
-            return ref.logits64, ref.logits
+            return logits64, logits32
+        ref = self.compute_dtype_reference(idx, targets)
+        return ref.logits64, ref.logits
 
     def invariant(self, check: str, got: torch.Tensor, expected: torch.Tensor,
                   run_a: tuple[torch.Tensor, torch.Tensor], run_b: tuple[torch.Tensor, torch.Tensor],

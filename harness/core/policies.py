@@ -229,6 +229,18 @@ def _loss_ulps(dtype_name: str, eps: float) -> str:
     return f"{LOSS_ULPS} {dtype_name} ulps of |loss| (two roundings and the mean's summation order)"
 
 
+def loss_consistency_gates(dtype_name: str, eps: float) -> tuple[Gate, ...]:
+    """A target's loss against the cross-entropy of its own logits (the property check
+    ``loss-consistency``): one computation from the same logits, judged by the target's own
+    arithmetic, never by what its precision costs against the truth. The yardstick is the reference
+    in the target's compute dtype doing the same (its loss against the fp64 cross-entropy of its own
+    logits)."""
+    return (Gate("loss_abs", multiplier=3.0, floor_rel=eps,
+                 reason=f"3x the {dtype_name} reference's own |loss - fp64 cross-entropy of its logits| (dynamo "
+                        f"same()'s 3.0) + {dtype_name} eps x |loss|, at most one ulp: the loss is rounded once "
+                        f"to {dtype_name}, which the reference can escape by chance"),)
+
+
 def _fp32_floor(metric: str) -> Gate:
     # No absolute floor: nanoGPT-initialised models have logits of ~0.1, where assert_close's
     # atol 1e-5 would be 100x eager's own error (measured rmse 4e-8 on `seed`) and would hide bugs.
