@@ -38,7 +38,7 @@ class TorchQuantRunnable:
 class TorchInt4Target(Target):
     """int4 weight-only with the right scale layout: the control that must pass."""
 
-    name = "torch-int4-wo"
+    name = "fake-quant-int4-wo"
     precision = "int4-wo"
     description = f"pure-torch int4 weight-only fake quant, blocks of {BLOCK_SIZE} (correct layout)"
     capabilities = Capabilities(dynamic_shapes=True)
@@ -63,7 +63,7 @@ class WrongAxisInt4Target(TorchInt4Target):
 class TorchInt8Target(TorchInt4Target):
     """int8 weight-only, per-channel scales: the control for the causal-mask leak below."""
 
-    name = "torch-int8-wo"
+    name = "fake-quant-int8-wo"
     precision = "int8-wo"
     description = "pure-torch int8 weight-only fake quant, per output channel"
     low_precision = LowPrecision(torch.float32, weights=WeightQuantization(8, None))

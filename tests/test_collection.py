@@ -53,7 +53,7 @@ def targets_per_test(pytester, tmp_path, path: str) -> dict[str, set[str]]:
 
 def test_the_low_precision_checks_are_made_only_for_low_precision_targets(pytester, tmp_path):
     targets = targets_per_test(pytester, tmp_path, "cases/test_precision.py")
-    quantized = {"modelopt-int8-wo", "modelopt-int4-wo", "torchao-int8-wo"}
+    quantized = {"modelopt-int8-wo", "modelopt-int4-wo", "torchao-int8-wo", "torch-int4-wo"}
     assert targets["test_arithmetic"] == quantized  # eager-fp16 is its own reference
     assert targets["test_quality"] == {"eager-fp16", "eager-bf16"} | quantized
 

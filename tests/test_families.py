@@ -52,7 +52,7 @@ def test_repro_of_another_family_skips_before_prepare(tmp_path):
 def test_found_examples_whose_widths_the_blocks_cannot_tile_skip_before_prepare(tmp_path):
     """int4 with blocks of 16: the pinned nightly examples have n_embd 115, 175 and 200."""
     run = run_pytest("cases/test_properties.py", "-k", "test_found_example", "-p", "tests.planted_quant",
-                     "--target", "torch-int4-wo", report_dir=tmp_path / "reports")
+                     "--target", "fake-quant-int4-wo", report_dir=tmp_path / "reports")
     assert run.proc.returncode == 0, run.proc.stdout[-3000:] + run.proc.stderr[-3000:]
     checks = Counter((r["check"], r["status"]) for r in run.records)
     assert checks == {("width", "skip"): 3}, checks
