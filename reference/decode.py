@@ -86,11 +86,12 @@ class CacheOps:
 
 
 def attend(ops: CacheOps, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor,
-           first_slot: torch.Tensor) -> torch.Tensor:
-    """Masked softmax attention of ``q`` [B, H, T, D] over the cache ``k``, ``v`` [B, H_kv, S, D]."""
-    n_rep = q.size(1) // k.size(1)
+           first_slot: torch.Tensor, n_rep: int, head_dim: int) -> torch.Tensor:
+    """Masked softmax attention of ``q`` [B, H, T, D] over the cache ``k``, ``v`` [B, H // n_rep, S, D].
+    ``n_rep`` and the scale come from the config, not from tensor sizes: a traced graph
+    (``torch.jit.trace``, ``torch_neuronx.trace``) would freeze a size read as a Python number."""
     k, v = ops.expand_kv(k, n_rep), ops.expand_kv(v, n_rep)
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(head_dim))
     att = att.masked_fill(~ops.visible(slots, first_slot, k.size(2)), float("-inf"))
     return F.softmax(att, dim=-1) @ v
 
@@ -106,7 +107,7 @@ def _nanogpt_layers(model, ops, idx, k_cache, v_cache, slots, first_slot):
         q, k, v = (t.view(B, T, cfg.n_head, hs).transpose(1, 2) for t in (q, k, v))
         ks.append(ops.write(k_cache[i], k, slots))
         vs.append(ops.write(v_cache[i], v, slots))
-        y = attend(ops, q, ks[-1], vs[-1], slots, first_slot)
+        y = attend(ops, q, ks[-1], vs[-1], slots, first_slot, n_rep=1, head_dim=hs)
         x = x + block.attn.c_proj(y.transpose(1, 2).reshape(B, T, cfg.n_embd))
         x = x + block.mlp(block.ln_2(x))
     return model.lm_head(model.transformer.ln_f(x)), ks, vs
@@ -128,7 +129,8 @@ def _nanochat_layers(model, ops, idx, k_cache, v_cache, slots, first_slot):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         ks.append(ops.write(k_cache[i], k, slots))
         vs.append(ops.write(v_cache[i], v, slots))
-        y = attend(ops, q, ks[-1], vs[-1], slots, first_slot)
+        y = attend(ops, q, ks[-1], vs[-1], slots, first_slot, n_rep=cfg.n_head // cfg.n_kv_head,
+                   head_dim=cfg.head_dim)
         x = x + attn.c_proj(y.transpose(1, 2).reshape(B, T, cfg.n_embd))
         x = x + block.mlp(norm(x))
     logits = model.lm_head(norm(x))
@@ -148,6 +150,18 @@ def cached_forward(model: torch.nn.Module, idx: torch.Tensor, k: torch.Tensor, v
     slots = start_slot[:, None] + torch.arange(idx.size(1), device=idx.device)[None, :]
     logits, ks, vs = LAYERS[family_of(model.config).name](model, ops, idx, k, v, slots, first_slot)
     return logits, torch.stack(ks), torch.stack(vs)
+
+
+class CachedForward(torch.nn.Module):
+    """``cached_forward`` of one model as a module: what a backend captures or compiles, once for
+    its prefill (context-encoding) shapes and once for its step (token-generation) shapes."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx, k, v, start_slot, first_slot):
+        return cached_forward(self.model, idx, k, v, start_slot, first_slot)
 
 
 def pad_ragged(rows: list[torch.Tensor], padding: str, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

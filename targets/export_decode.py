@@ -17,17 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from gpt_conformance.reference.decode import ReferenceDecoder, cache_shape, cached_forward
+from gpt_conformance.reference.decode import CachedForward, ReferenceDecoder, cache_shape
 from gpt_conformance.reference.families import family_of
-
-
-class CachedForward(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, idx, k, v, start_slot, first_slot):
-        return cached_forward(self.model, idx, k, v, start_slot, first_slot)
 
 
 class FunctionalCachedForward(torch.nn.Module):

@@ -1,12 +1,16 @@
 """AWS Neuron targets (``torch_neuronx.trace`` on Trainium) and their CPU twin (``torch.jit.trace``).
 
-The forward pass is compiled once per (batch, seq_len) shape bucket into a static graph;
-greedy decoding stays a Python loop on the host (``gpt_conformance.harness.checks.decode``: right padding, logits read
-at the last real position, crop from the left once the window is full). The hardware call is
-one thin seam, a ``Compiler`` (``trace(step, example_inputs, workdir) -> ScriptModule``), so
-everything around it (``NeuronStep``, buckets, padding, the artifact cache, decoding, loss) runs
-on any CPU through ``torchscript-trace``, which has the same static-shape semantics and the same
-artifact format.
+The forward pass is compiled once per (batch, seq_len) shape bucket into a static graph. The
+decode path is compiled as NxDI serves it: a *context-encoding* graph per prompt bucket (the
+prompt's tokens into an empty static KV cache of ``block_size`` slots) and a *token-generation*
+graph per batch bucket (one token per row over that cache), both of the reference decoder's one
+tensor function (``gpt_conformance.reference.decode.cached_forward``) with the cache passed in and
+returned; the reference decoder's bookkeeping (slots, right padding, reuse) stays on the host
+(``StaticCacheDecoder``). The hardware call is one thin seam, a ``Compiler``
+(``trace(step, example_inputs, workdir) -> ScriptModule``), so everything around it
+(``NeuronStep``, buckets, padding, the artifact cache, the decode graphs, loss) runs on any CPU
+through ``torchscript-trace``, which has the same static-shape semantics and the same artifact
+format.
 
 Targets:
 
@@ -46,14 +50,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from gpt_conformance.harness.api import Availability, Capabilities, Requirements, Target
+from gpt_conformance.harness.api import Availability, Capabilities, Decoding, Requirements, Target
 from gpt_conformance.harness.core.probes import AVAILABLE, probe_neuron_device, probe_package
+from gpt_conformance.reference.decode import CachedForward, ReferenceDecoder, cache_shape
 from gpt_conformance.reference.intermediates import IntermediateRecorder, intermediate_names
 from gpt_conformance.reference.model import GPT, check_inputs
 from gpt_conformance.targets.static_shapes import (
     JIT_DEPRECATION,
     ArtifactCache,
     Bucket,
+    BucketError,
     CacheStats,
     artifact_key,
     format_bucket,
@@ -82,6 +88,8 @@ DEFAULT_BUCKETS: tuple[Bucket, ...] = ((1, 32), (8, 32), (64, 32), (1, 128), (2,
 DEFAULT_CACHE_MAX_MB = 4096
 PAD_ID = 0  # any valid id: causal attention keeps right padding out of every real position
 STEP_VERSION = 1  # bump when NeuronStep's computation changes, to retire cached artifacts
+# The decode graphs, named in their artifacts' keys (NxDI's names for them).
+DECODE_PHASES = {"context": "ContextEncoding", "token": "TokenGeneration"}
 
 
 class NeuronStep(torch.nn.Module):
@@ -134,7 +142,7 @@ class StepTraceError(RuntimeError):
 OWN_CODE = tuple(f"{Path(__file__).resolve().parent.parent / d}{os.sep}" for d in ("reference", "targets", "harness"))
 
 
-def trace_checked(compiler: Compiler, step: torch.nn.Module, example: torch.Tensor, workdir: Path
+def trace_checked(compiler: Compiler, step: torch.nn.Module, examples: tuple[torch.Tensor, ...], workdir: Path
                   ) -> tuple[torch.jit.ScriptModule, list[str]]:
     """Compile ``step`` and vet the warnings: a TracerWarning raised from the model's or our code
     is an error (a value frozen into the graph); others, including the compiler's own
@@ -142,11 +150,11 @@ def trace_checked(compiler: Compiler, step: torch.nn.Module, example: torch.Tens
     artifact's metadata."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        module = compiler.trace(step, example, workdir)
+        module = compiler.trace(step, examples, workdir)
     ours = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)
             and str(Path(w.filename).resolve()).startswith(OWN_CODE)]
     if ours:
-        raise StepTraceError("tracing NeuronStep raised TracerWarnings from our code:\n" + "\n".join(
+        raise StepTraceError(f"tracing {type(step).__name__} raised TracerWarnings from our code:\n" + "\n".join(
             f"  {w.filename}:{w.lineno}: {w.message}" for w in ours))
     kept = []
     for w in caught:
@@ -178,7 +186,9 @@ class Compiler:
     def versions(self) -> dict[str, str | None]:
         return {"torch": torch.__version__}
 
-    def trace(self, step: torch.nn.Module, example: torch.Tensor, workdir: Path) -> torch.jit.ScriptModule:
+    def trace(self, step: torch.nn.Module, examples: tuple[torch.Tensor, ...], workdir: Path
+              ) -> torch.jit.ScriptModule:
+        """``step`` compiled for the shapes and dtypes of ``examples``, its positional inputs."""
         raise NotImplementedError
 
     def check_environment(self) -> None:
@@ -192,9 +202,9 @@ class JitTraceCompiler(Compiler):
     name = "torch.jit.trace"
     tag = "jit"
 
-    def trace(self, step, example, workdir):
+    def trace(self, step, examples, workdir):
         # check_trace re-runs the graph to compare; the parity cases compare it with fp64 instead.
-        return torch.jit.trace(step, (example,), check_trace=False)
+        return torch.jit.trace(step, examples, check_trace=False)
 
 
 class NeuronTraceCompiler(Compiler):
@@ -219,10 +229,10 @@ class NeuronTraceCompiler(Compiler):
         # A saved Neuron graph calls torch.ops.neuron.*, which exist once torch_neuronx is imported.
         import_torch_neuronx()
 
-    def trace(self, step, example, workdir):
+    def trace(self, step, examples, workdir):
         torch_neuronx = import_torch_neuronx()
         # Keyword arguments only: positional ones are deprecated since torch-neuronx 2.15.0 (research 1.1).
-        return torch_neuronx.trace(step, example_inputs=(example,), compiler_args=list(self.args),
+        return torch_neuronx.trace(step, example_inputs=examples, compiler_args=list(self.args),
                                    compiler_workdir=str(workdir))
 
 
@@ -273,14 +283,73 @@ def default_cache_dir() -> Path:
     return Path(base) / "gpt-conformance" / "neuron"
 
 
+def token_bucket(buckets: tuple[Bucket, ...], batch: int) -> Bucket:
+    """The token-generation graph's shape for ``batch`` rows: the smallest bucket batch that holds
+    them, one token each."""
+    fitting = [b for b, _ in buckets if b >= batch]
+    if not fitting:
+        raise BucketError(f"a decode step of batch {batch} fits no shape bucket: the largest batch is "
+                          f"{max(b for b, _ in buckets)}; buckets: {', '.join(format_bucket(b) for b in buckets)}")
+    return min(fitting), 1
+
+
+class StaticCacheDecoder(ReferenceDecoder):
+    """The reference decoder's host-side bookkeeping (slots, right padding, reuse) around a
+    runner's two decode graphs over a static cache of ``block_size`` slots."""
+
+    def __init__(self, runner: BucketedRunner):
+        super().__init__(runner.model)
+        self.runner = runner
+
+    def run_prefill(self, idx, k, v, start_slot, first_slot):
+        bucket = select_bucket(self.runner.target.buckets, *idx.shape, self.block_size)
+        return self.runner.run_decode_graph("context", bucket, idx, k, v, start_slot, first_slot)
+
+    def run_step(self, tokens, k, v, start_slot, first_slot):
+        bucket = token_bucket(self.runner.target.buckets, tokens.size(0))
+        return self.runner.run_decode_graph("token", bucket, tokens, k, v, start_slot, first_slot)
+
+
 class BucketedRunner:
-    """A prepared model: one compiled graph per bucket, built or loaded on first use."""
+    """A prepared model: one compiled graph per bucket, built or loaded on first use; it decodes
+    through the context-encoding and token-generation graphs (``StaticCacheDecoder``)."""
 
     def __init__(self, target: StaticShapeTarget, model: GPT):
         self.target = target
         self.model = model.eval()
         self.weights = weights_digest(model)
         self.graphs: dict[tuple[Bucket, bool], torch.jit.ScriptModule] = {}
+        self.decode_graphs: dict[tuple[str, Bucket], torch.jit.ScriptModule] = {}
+        self.decoder = StaticCacheDecoder(self)
+
+    def prefill(self, idx: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
+        return self.decoder.prefill(idx, lengths, state)
+
+    def step(self, state, tokens: torch.Tensor):
+        return self.decoder.step(state, tokens)
+
+    @torch.no_grad()
+    def run_decode_graph(self, phase: str, bucket: Bucket, idx: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         start_slot: torch.Tensor, first_slot: torch.Tensor):
+        """``cached_forward`` through the ``phase`` graph of ``bucket``, the call padded up to it as
+        the forward pass is (``pad``): extra rows are pads over empty caches; extra prompt
+        positions are right padding, written
+        past each row's last token, where no real token attends (a query sees the slots up to its
+        own) and the row's next steps overwrite them."""
+        check_inputs(self.model.config, idx, None)
+        if (phase, bucket) not in self.decode_graphs:
+            self.decode_graphs[phase, bucket] = self.target.decode_graph_for(self.model, self.weights, phase, bucket)
+        batch, length = idx.shape
+        extra = bucket[0] - batch
+
+        def more_rows(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+            shape = list(t.shape)
+            shape[dim] = extra
+            return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+        logits, k, v = self.decode_graphs[phase, bucket](self.pad(idx, bucket), more_rows(k, 1),
+                                                         more_rows(v, 1), more_rows(start_slot), more_rows(first_slot))
+        return logits[:batch, :length], k[:, :batch], v[:, :batch]
 
     @torch.no_grad()
     def run_bucket(self, idx: torch.Tensor, targets: torch.Tensor | None, with_intermediates: bool = False):
@@ -337,7 +406,7 @@ class StaticShapeTarget(Target):
         self.capabilities = Capabilities(dynamic_shapes=False, static_shapes=self.buckets,
                                          max_batch=max(b for b, _ in self.buckets),
                                          max_seq_len=max(s for _, s in self.buckets),
-                                         returns_intermediates=intermediates)
+                                         returns_intermediates=intermediates, decode=Decoding(padding="right"))
         self.cache_dir = Path(cache_dir or os.environ.get(CACHE_ENV) or default_cache_dir())
         max_mb = cache_max_mb if cache_max_mb is not None else int(os.environ.get(CACHE_MAX_ENV, DEFAULT_CACHE_MAX_MB))
         self.cache = ArtifactCache(self.cache_dir, max_mb << 20)
@@ -362,19 +431,37 @@ class StaticShapeTarget(Target):
         fields = self.key_fields(model, weights, bucket, with_intermediates)
         name = f"{self.compiler.tag}-{format_bucket(bucket)}-{weights[:12]}-{self.compiler_fingerprint()}"
         name += "-intermediates" if with_intermediates else ""
+        step = IntermediatesStep if with_intermediates else NeuronStep
+        return self.compiled(bucket, name, fields, lambda: step(model, bucket[1]).eval(),
+                             (torch.full(bucket, PAD_ID, dtype=torch.long),))
+
+    def decode_graph_for(self, model: GPT, weights: str, phase: str, bucket: Bucket) -> torch.jit.ScriptModule:
+        """The context-encoding graph of a (batch, prompt length) bucket, or the token-generation
+        graph of a (batch, 1) bucket: ``cached_forward`` over a static cache of ``block_size`` slots."""
+        fields = {**self.key_fields(model, weights, bucket), "step": DECODE_PHASES[phase]}
+        name = f"{self.compiler.tag}-{phase}-{format_bucket(bucket)}-{weights[:12]}-{self.compiler_fingerprint()}"
+        batch = bucket[0]
+        cache = torch.zeros(cache_shape(model.config, batch, model.config.block_size),
+                            dtype=next(model.parameters()).dtype)
+        slots = torch.zeros(batch, dtype=torch.long)
+        examples = (torch.full(bucket, PAD_ID, dtype=torch.long), cache, cache.clone(), slots, slots.clone())
+        return self.compiled(bucket, name, fields, lambda: CachedForward(model).eval(), examples)
+
+    def compiled(self, bucket: Bucket, name: str, fields: dict[str, Any], make_step, examples: tuple[torch.Tensor, ...]
+                 ) -> torch.jit.ScriptModule:
+        """The artifact of ``fields`` from the cache, or ``make_step()`` compiled for ``examples``."""
 
         def build():
-            step = (IntermediatesStep if with_intermediates else NeuronStep)(model, bucket[1]).eval()
-            example = torch.full(bucket, PAD_ID, dtype=torch.long)
+            step = make_step()
             workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir_root()))
             try:
-                module, tracer_warnings = trace_checked(self.compiler, step, example, workdir)
+                module, tracer_warnings = trace_checked(self.compiler, step, examples, workdir)
             except Exception as exc:
-                raise RuntimeError(f"{self.name}: compiling bucket {format_bucket(bucket)} failed; compiler "
-                                   f"workdir kept at {workdir}: {type(exc).__name__}: {exc}") from exc
+                raise RuntimeError(f"{self.name}: compiling {name} failed; compiler workdir kept at {workdir}: "
+                                   f"{type(exc).__name__}: {exc}") from exc
             finally:
-                if with_intermediates:
-                    step.recorder.remove()
+                if isinstance(step, IntermediatesStep):
+                    step.recorder.remove()  # its hooks sit on the model's own modules
             shutil.rmtree(workdir, ignore_errors=True)
             return module, {"tracer_warnings": tracer_warnings}
 

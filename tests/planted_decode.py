@@ -7,9 +7,11 @@ decode checks (cases/test_decode_path.py) can see these bugs. Load them with
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from gpt_conformance.harness.api import ALL_FAMILIES, Capabilities, Decoding, Target
-from gpt_conformance.reference.decode import CacheOps, DecodeState, ReferenceDecoder
+from gpt_conformance.reference.decode import CacheOps, DecodeState, ReferenceDecoder, cached_forward
 from gpt_conformance.targets.eager import EagerDecodingRunnable
 
 
@@ -55,6 +57,24 @@ class NoReset(ReferenceDecoder):
         return DecodeState(state.k, state.v, state.next_slot, state.first_slot)
 
 
+class StaleLayerInStep(ReferenceDecoder):
+    """The steps run block 1 with other weights (its attention output projection scaled by 1.05),
+    as a token-generation graph that loaded one layer's weights from elsewhere; the prefill is
+    right. Unlike the other bugs, it sits in one block: the block bisection must name h.1."""
+
+    LAYER = 1
+
+    def __init__(self, model, **kwargs):
+        super().__init__(model, **kwargs)
+        self.step_model = copy.deepcopy(self.model)
+        if len(self.step_model.transformer.h) > self.LAYER:  # a model cut before block 1 has no bug
+            with torch.no_grad():
+                self.step_model.transformer.h[self.LAYER].attn.c_proj.weight.mul_(1.05)
+
+    def run_step(self, tokens, k, v, start_slot, first_slot):
+        return cached_forward(self.step_model, tokens, k, v, start_slot, first_slot, self.step_ops)
+
+
 class PlantedDecodeTarget(Target):
     precision = "fp32"
 
@@ -86,6 +106,8 @@ PLANTED_DECODE = [
                         step_ops=GqaHeadOrder(), families=frozenset({"nanochat"})),
     PlantedDecodeTarget("planted-decode-bf16-cache", "a step stores its k/v in bfloat16 under an fp32 policy",
                         step_ops=Bfloat16Cache()),
+    PlantedDecodeTarget("planted-decode-stale-layer", "a step runs block 1 with other weights",
+                        decoder=StaleLayerInStep),
     PlantedDecodeTarget("planted-decode-padding-leak", "left padding without a mask: tokens attend to pads",
                         ops=PaddingLeaks(), padding="left"),
 ]

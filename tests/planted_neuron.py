@@ -1,6 +1,6 @@
 """Planted-bug targets for the static-shape (Neuron) pipeline, each a bug such pipelines have.
 
-- ``planted-left-padding``: pads on the left and reads the last positions, as the third-party
+- ``planted-left-padding``: pads on the left (its decode prefill too) and reads the last positions, as the third-party
   nanoGPT4NKI example does; nanoGPT has no attention mask, so real tokens attend to the pads and sit at
   shifted absolute positions (docs/sources.md#padded-static-shapes-and-positions).
 - ``planted-loss-over-pads``: the loss averages over padded positions too (pad targets 0).

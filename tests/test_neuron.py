@@ -28,6 +28,7 @@ from gpt_conformance.harness.checks.session import ConformanceSession, Options
 from gpt_conformance.harness.core.probes import probe_package
 from gpt_conformance.harness.core.records import RecordWriter, read_records
 from gpt_conformance.reference.cases import named_case
+from gpt_conformance.reference.decode import ReferenceDecoder, pad_ragged
 from gpt_conformance.reference.model import GPT, GPTConfig
 from gpt_conformance.reference.train import load_zen_model
 from gpt_conformance.targets import neuron
@@ -49,6 +50,7 @@ from gpt_conformance.targets.static_shapes import (
 )
 
 from tests.planted_neuron import planted_targets
+from tests.runner import run_pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = GPTConfig(block_size=16, vocab_size=11, n_layer=1, n_head=2, n_embd=8)
@@ -93,7 +95,7 @@ class TestStep:
         step = NeuronStep(tiny_model(), 8).eval()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            traced, kept = trace_checked(JitTraceCompiler(), step, torch.zeros(4, 8, dtype=torch.long), tmp_path)
+            traced, kept = trace_checked(JitTraceCompiler(), step, (torch.zeros(4, 8, dtype=torch.long),), tmp_path)
         assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)] and kept == []
         ops = set(re.findall(r"(aten::\w+|prim::\w+)", str(traced.inlined_graph)))
         assert "aten::linear" in ops and "aten::embedding" in ops, ops  # the graph is really there
@@ -111,7 +113,7 @@ class TestStep:
                 return self.model(idx, full_logits=True)[0]
 
         with pytest.raises(StepTraceError, match=r"reference/model\.py"):
-            trace_checked(JitTraceCompiler(), WholeForward(tiny_model()), torch.zeros(2, 8, dtype=torch.long), tmp_path)
+            trace_checked(JitTraceCompiler(), WholeForward(tiny_model()), (torch.zeros(2, 8, dtype=torch.long),), tmp_path)
 
     def test_step_longer_than_block_size_is_refused(self):
         with pytest.raises(ValueError, match="exceeds the model's block_size 16"):
@@ -234,6 +236,57 @@ def test_planted_cache_key_without_weights_is_caught(tmp_path):
         logits, _ = target.prepare(second, second.config)(idx)
         verdict, _ = parity_verdicts(target, truth, logits, None)
         assert verdict.passed is should_pass, (target.name, verdict.explain())
+
+
+# --- the decode path: a context-encoding graph and a token-generation graph -----------------------
+
+STEP_TOKENS = ([3, 4, 5], [6, 7, 8], [1, 1, 1], [2, 9, 10])
+
+
+def decode_logits(decoder, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The prefill's logits and those of the four steps of STEP_TOKENS, side by side on dim 1."""
+    logits, state = decoder.prefill(idx, lengths)
+    calls = [logits]
+    for tokens in STEP_TOKENS:
+        logits, state = decoder.step(state, torch.tensor(tokens)[:, None])
+        calls.append(logits)
+    return torch.cat(calls, dim=1)
+
+
+def test_decode_compiles_one_graph_per_phase_and_bucket_and_decodes_as_the_reference(tmp_path):
+    """NxDI's pair over a static cache: a ragged prompt batch of 3 rows (bucket 4x8) and four steps
+    compile one context-encoding and one token-generation graph, which every step reuses, cached
+    on disk (a second runner compiles nothing), and decode what the reference decoder decodes:
+    within 8 fp32 ulps of the logit range, the bucket's padded shapes reordering sums (measured
+    1.5e-8 on logits of about 1)."""
+    model, compiler = tiny_model(), CountingCompiler()
+    runner = cpu_target(tmp_path, compiler).prepare(model, model.config)
+    idx, lengths = pad_ragged([torch.tensor([1, 2, 3, 4, 5]), torch.tensor([6, 7, 8]), torch.tensor([9, 10, 1, 2])],
+                              "right")
+    ours, reference = decode_logits(runner, idx, lengths), decode_logits(ReferenceDecoder(model), idx, lengths)
+    ulps = 8 * torch.finfo(torch.float32).eps * float(reference.abs().max())
+    torch.testing.assert_close(ours, reference, rtol=0, atol=ulps)
+    assert set(runner.decode_graphs) == {("context", (4, 8)), ("token", (4, 1))} and compiler.calls == 2
+    again = cpu_target(tmp_path, CountingCompiler(allowed=False)).prepare(model, model.config)
+    assert torch.equal(decode_logits(again, idx, lengths), ours)
+
+
+def test_decode_step_beyond_every_bucket_batch_is_refused(tmp_path):
+    runner = cpu_target(tmp_path).prepare(tiny_model(), TINY)
+    with pytest.raises(BucketError, match="a decode step of batch 5 fits no shape bucket: the largest batch is 4"):
+        runner.decoder.run_step(torch.zeros(5, 1, dtype=torch.long), None, None, None, None)
+
+
+def test_planted_left_padding_breaks_the_context_encoding_graph_and_the_decode_checks_say_so(tmp_path):
+    """The planted pipeline pads every call up to its bucket on the left, its prefill too: the
+    prompt lands in the wrong slots, and decode parity fails at the prefill on a prompt shorter
+    than its bucket (``seed``: 16 tokens in a 2x32 bucket); the real pipeline passes."""
+    run = run_pytest("-p", "tests.planted_neuron", "cases/test_decode_path.py", "-k", "test_decode_parity and seed",
+                     "--target", "torchscript-trace", "--target", "planted-left-padding", report_dir=tmp_path / "r")
+    verdicts = {r["target"]: r for r in run.records if r["check"] == "decode" and r["case"] == "seed"}
+    assert verdicts["torchscript-trace"]["status"] == "pass", verdicts["torchscript-trace"]["message"]
+    planted = verdicts["planted-left-padding"]
+    assert planted["status"] == "fail" and "first diverges at the prefill" in planted["decode"]["first_diverging"]
 
 
 class TestArtifactCache:

@@ -1,5 +1,6 @@
 """Proof that the decode checks catch decode bugs: every planted decode bug fails where its math
-shows, is located at its call (the prefill or the first step), and the reference decoder passes.
+shows, is located at its call (the prefill or the first step) and, on decode parity, in its block,
+and the reference decoder passes.
 
 Runs cases/test_decode_path.py in a subprocess, as ``pytest -m cpu`` would, with the targets of
 ``tests/planted_decode.py``, on the cases where the bugs differ: nanoGPT (``scaled``), one kv head
@@ -32,7 +33,14 @@ EXPECTED = {
     "planted-decode-no-reset": {("decode-reuse", c): "first diverges at the prefill" for c in ("scaled", "nanochat-gqa")},
     "planted-decode-padding-leak": {("decode-ragged", c): "first diverges at the prefill"
                                     for c in ("scaled", "nanochat-gqa")},
+    "planted-decode-stale-layer": STEP_CHECKS,
 }
+# Where decode parity's block bisection puts each step bug. Every bug but one is in the cache
+# operations that every block shares, so block 0 is the first to break; a position embedding
+# that does not advance breaks nanoGPT with no block at all; the stale weights are in block 1.
+BLOCK = {name: {c: "first divergence: h.0 " for c in CASES} for name in EXPECTED}
+BLOCK["planted-decode-position"]["scaled"] = "first divergence: embeddings or head "
+BLOCK["planted-decode-stale-layer"] = {c: "first divergence: h.1 " for c in CASES}
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +66,7 @@ def test_planted_decode_bug_fails_at_its_call(planted_run, planted):
         record = failing[key]
         assert record["status"] == "fail", (key, record["message"])
         assert where in record["decode"]["first_diverging"], (key, record["decode"]["first_diverging"])
+        if key[0] == "decode":
+            block = BLOCK[planted.name][key[1]]
+            assert block in record["decode"]["first_diverging"], (key, record["decode"]["first_diverging"])
+            assert record["localization"]["method"] == "bisection", record["localization"]

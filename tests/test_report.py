@@ -180,6 +180,29 @@ def test_precision_latency_and_property_sections_light_up():
     assert "batch=1, seq_len=17" in details and "pytest &#39;cases/test_props.py::test_x&#39;" in details
 
 
+def test_decode_section_shows_each_call_beside_eager_and_names_targets_without_a_decoder():
+    """Per target and case, each decode call's error beside eager fp32's with their ratio, the
+    failure's localization line, and the targets whose decode records are skips, once each."""
+    calls = ["prefill", "step 1", "step 2"]
+    line = "decode path first diverges at step 1 of 2 (position 16); first divergence: h.1 (...)"
+    records = [
+        record("export", "seed", "decode", decode={"calls": calls, "max_abs": [4e-7, 5e-7, 6e-7],
+                                                   "eager_max_abs": [2e-7, 5e-7, 3e-7]}),
+        record("planted", "seed", "decode", "fail", decode={"calls": calls, "max_abs": [4e-7, 0.25, 0.5],
+                                                            "eager_max_abs": [2e-7, 5e-7, 3e-7],
+                                                            "first_diverging": line}),
+        record("onnxruntime", "seed", "decode", "skip", message="target has no decoder (Capabilities.decode is None)"),
+        record("onnxruntime", "scaled", "decode", "skip", message="target has no decoder (Capabilities.decode is None)"),
+    ]
+    decode = section(render(records), "decode")
+    rows = decode.split("<tr>")[2:]  # after the header row
+    assert [row.split("</td>")[0].removeprefix("<td>") for row in rows] == ["export", "planted"]
+    assert "prefill: 4.000e-07 / 2.000e-07 (2x) · step 1: 5.000e-07 / 5.000e-07 (1x)" in rows[0]
+    assert 'class="fail"' in rows[1] and "step 1: 0.25 / 5.000e-07 (5.000e+05x)" in rows[1]
+    assert "first divergence: h.1" in rows[1]
+    assert decode.count("onnxruntime") == 1 and "Without a decoder" in decode
+
+
 def test_unknown_fields_still_show_as_key_value():
     page = render([record("export", "seed", "custom", "fail", weird_field={"nested": [1, 2]}, another="value-x")])
     details = section(page, "details")

@@ -37,6 +37,7 @@ from gpt_conformance.harness.checks.decode_path import (
     teacher_forced,
 )
 from gpt_conformance.harness.checks.discrimination import UnrelatedOutput, named_parity_verdicts
+from gpt_conformance.harness.checks.localize import Localization, by_bisection, point, truncated_name
 from gpt_conformance.harness.checks.session import ConformanceSession
 from gpt_conformance.harness.core.errors import CheckError, CheckFailed, UnsupportedHere
 from gpt_conformance.harness.core.metrics import logit_metrics
@@ -45,7 +46,7 @@ from gpt_conformance.harness.core.targets import Target
 from gpt_conformance.reference.cases import NANOGPT_STD, CaseSpec, perturb_weights
 from gpt_conformance.reference.decode import ReferenceDecoder
 from gpt_conformance.reference.families import family_of
-from gpt_conformance.reference.goldens import Golden
+from gpt_conformance.reference.goldens import Golden, reference_outputs
 from gpt_conformance.reference.model import GPTConfig
 from gpt_conformance.reference.nanochat import NanochatConfig
 from hypothesis import strategies as st
@@ -152,14 +153,55 @@ class DecodeChecks:
                      for u in self.session.unrelated(golden)]
         verdict, _ = named_parity_verdicts(target.precision, spec, truth, logits, None, unrelated)
         verdict = replace(verdict, check=check)
+        extra: dict[str, Any] = {}
         if verdict.status == "fail":
             where = first_diverging_call(target.precision, plan, logits, truth64, eager, truth.scale)
             verdict = located(verdict, plan, where)
+            blocks = self.bisect_blocks(target, golden, rows, plan, verdict)
+            verdict = replace(verdict, localization=f"{verdict.localization}; {blocks.summary}")
+            extra["localization"] = blocks.to_record()
         per_call = per_call_errors(plan, logits, eager, truth64)
         self.session.record(target, spec.name, check, verdict, spec.config, shape, spec.seed, duration=seconds,
-                            extra={"decode": {"prompt": plan.prompt, "steps": plan.steps, **per_call,
-                                              "first_diverging": verdict.localization or None}})
+                            extra={**extra, "decode": {"prompt": plan.prompt, "steps": plan.steps, **per_call,
+                                                       "first_diverging": verdict.localization or None}})
         return verdict
+
+    def bisect_blocks(self, target: Target, golden: Golden, rows: torch.Tensor, plan: DecodePlan,
+                      failed: Verdict) -> Localization:
+        """The block where the decode path first diverges: the target decodes truncated models
+        (``gpt_conformance.reference.truncate``), each judged like the case against that model's
+        fp64 full forward pass, with the reference decoder's error as the yardstick: the forward
+        checks' bisection (``gpt_conformance.harness.checks.localize``), on the decode path. A
+        localization never changes the verdict; one that crashes says so."""
+        vocab = golden.spec.config.vocab_size
+
+        def judge(cut: torch.nn.Module, blocks: int) -> dict:
+            name = truncated_name(blocks)
+            start = time.perf_counter()
+            try:
+                decoder = self.session.prepare(target, cut, f"{golden.spec.name} · {name}").runnable
+                with self.session.timed(target, "run"):
+                    logits = teacher_forced(decoder, rows, plan, vocab)
+            except Exception as exc:  # a prepare's crash is recorded by the session; a decoder's is named here
+                status = "skip" if isinstance(exc, UnsupportedHere) else "error"
+                return {"verdict": None, "point": {"name": name, "blocks": blocks, "status": status,
+                                                   "message": f"{type(exc).__name__}: {exc}",
+                                                   "seconds": time.perf_counter() - start}}
+            finally:
+                self.session.prepared.forget(target, cut)
+            truth64 = reference_outputs(cut, rows, None)[0]
+            eager = teacher_forced(ReferenceDecoder(cut), rows, plan, vocab)
+            verdict = judge_logits(get_policy(target.precision), logit_metrics(logits, truth64),
+                                   logit_metrics(eager, truth64), float(truth64.abs().max()), check=failed.check)
+            entry = point(name, verdict)
+            entry.update(blocks=blocks, seconds=time.perf_counter() - start)
+            return {"verdict": verdict, "point": entry}
+
+        try:
+            return by_bisection(self.session, target, golden.model, rows, None, failed, golden.spec.name,
+                                self.session.options.localize_budget, judge)
+        except Exception as exc:
+            return Localization("none", f"localization could not run: {type(exc).__name__}: {exc}", None)
 
     # --- invariants -------------------------------------------------------------------------
     def check_against_forward(self, target: Target, spec: CaseSpec) -> Verdict:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -189,7 +190,14 @@ def context(name: str) -> str:
 
 # --- bisection -----------------------------------------------------------------------------------
 def by_bisection(session: Any, target: Target, model: torch.nn.Module, idx: torch.Tensor,
-                 targets: torch.Tensor | None, failed: Verdict, case_id: str, budget: Budget) -> Localization:
+                 targets: torch.Tensor | None, failed: Verdict, case_id: str, budget: Budget,
+                 judge: Callable[[torch.nn.Module, int], dict] | None = None) -> Localization:
+    """Bisect the blocks of ``model``. ``judge(cut, blocks)`` prepares and judges the target on a
+    truncated model (default: ``judge_truncated``, a forward pass judged like the failing check;
+    the decode path passes its own) and returns ``{"verdict": ..., "point": ...}``."""
+    if judge is None:
+        def judge(cut: torch.nn.Module, blocks: int) -> dict:
+            return judge_truncated(session, target, cut, blocks, idx, targets, failed.check, case_id)
     n = model.config.n_layer
     lo, hi = 0, n  # lo blocks conform (0: assumed until the no-block model says otherwise); hi fail
     steps: list[dict] = []
@@ -206,7 +214,7 @@ def by_bisection(session: Any, target: Target, model: torch.nn.Module, idx: torc
 
     def attempt(blocks: int) -> str:
         cut = truncated(model, blocks) if blocks else without_blocks(model)
-        step = judge_truncated(session, target, cut, blocks, idx, targets, failed.check, case_id)
+        step = judge(cut, blocks)
         steps.append(step["point"])
         if step["verdict"] is not None:
             verdicts[blocks] = step["verdict"]
@@ -264,10 +272,14 @@ def not_run(lo: int, hi: int, probe_left: bool) -> str:
     return "not run: " + (" and ".join(parts) or "nothing else")
 
 
+def truncated_name(blocks: int) -> str:
+    return {0: "no block", 1: "1 block"}.get(blocks, f"{blocks} blocks")
+
+
 def judge_truncated(session: Any, target: Target, cut: torch.nn.Module, blocks: int, idx: torch.Tensor,
                     targets: torch.Tensor | None, check: str, case_id: str) -> dict:
     """Prepare and run ``target`` on a truncated model and judge it like the failing ``check``."""
-    name = {0: "no block", 1: "1 block"}.get(blocks, f"{blocks} blocks")
+    name = truncated_name(blocks)
     start = time.perf_counter()
     try:
         logits, loss, _ = session.run(target, cut, idx, targets, f"{case_id} · {name}", check=LOCALIZE_CHECK)
