@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 from gpt_conformance.harness.checks.decode import choose_window, greedy_decode, reference_greedy
+from gpt_conformance.harness.checks.decode_checks import has_decoder
 from gpt_conformance.harness.checks.latency import LatencyRun, forward_flops
 from gpt_conformance.harness.checks.precision import claimed_model
 from gpt_conformance.harness.checks.session import assert_verdict
-from gpt_conformance.harness.core.records import CheckRecord
+from gpt_conformance.harness.core.targets import applies_to
 from gpt_conformance.reference.cases import GPT2_SMALL_CONFIG, SEED_CONFIG
 from gpt_conformance.reference.model import GPT, GPTConfig
 from gpt_conformance.reference.train import load_zen_model
@@ -137,16 +138,9 @@ def test_generation_throughput(target, shape, benchmark, conformance, latency_se
 
 
 # The decode path (docs/decode.md): a prompt of this many tokens prefilled into the target's cache,
-# then the profile's new_tokens steps, on the shipped tiny model.
+# then the profile's new_tokens steps, on the shipped tiny model. Only targets that declare a
+# decoder get these cases; cases/test_decode_path.py says once per other target that it has none.
 DECODE_SHAPE = Shape("tiny-decode-1x16", ZEN, 1, 16, seed=5)
-
-
-def require_decoder(run: LatencyRun, target, model) -> None:
-    if target.capabilities.decode is None:
-        reason = f"{target.name} has no decoder (Capabilities.decode is None): its decode path is not timed"
-        run.conformance.record(CheckRecord(target, run.case_id, run.check, config=model.config, status="skip",
-                                           message=reason))
-        pytest.skip(reason)
 
 
 def decode_tokens(decoder, prompt: torch.Tensor, new_tokens: int) -> int:
@@ -157,12 +151,12 @@ def decode_tokens(decoder, prompt: torch.Tensor, new_tokens: int) -> int:
     return new_tokens
 
 
+@applies_to(has_decoder)
 def test_prefill_latency(target, benchmark, conformance, latency_settings, target_registry):
     shape = DECODE_SHAPE
     run = LatencyRun(conformance, target, eager_baseline(target_registry), benchmark, latency_settings,
                      check="latency-prefill", case_id=shape.name)
     model, prompt = build(shape)
-    require_decoder(run, target, model)
     run.require_runnable(model.config, shape.batch, shape.seq_len)
     first = run.first_result(model, prompt, shape.seed)
     decoder = conformance.prepare(target, model, shape.name).runnable
@@ -175,12 +169,12 @@ def test_prefill_latency(target, benchmark, conformance, latency_settings, targe
                extra={"first_result": "prepare + one forward on the prompt", "tokens": "prompt tokens prefilled"})
 
 
+@applies_to(has_decoder)
 def test_decode_step_latency(target, benchmark, conformance, latency_settings, target_registry):
     shape = DECODE_SHAPE
     run = LatencyRun(conformance, target, eager_baseline(target_registry), benchmark, latency_settings,
                      check="latency-decode", case_id=shape.name)
     model, prompt = build(shape)
-    require_decoder(run, target, model)
     profile = latency_settings.profile
     new_tokens = min(profile.new_tokens, model.config.block_size - shape.seq_len)
     run.require_runnable(model.config, shape.batch, shape.seq_len + new_tokens)

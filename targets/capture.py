@@ -7,7 +7,9 @@ weights are inputs of the program, so one capture serves every model of a config
 - ``export`` and ``export-serdes`` share the non-strict program: ``export-serdes`` round-trips
   that program through ``torch.export.save``/``load`` instead of exporting again;
 - ``export-strict`` has its own (TorchDynamo-traced) program;
-- ``inductor`` compiles ``FunctionalGPT``, the same wrapper, once per config.
+- ``inductor`` compiles ``FunctionalGPT``, the same wrapper, once per config;
+- ``export``'s decode path has two more programs per config, the prefill and the step
+  (``gpt_conformance.targets.export_decode``), traced and cached here as the others.
 
 This module holds what every tracer needs: the functional wrapper, the example inputs, the dynamic
 dimensions and the causal-mask fix.
@@ -16,12 +18,13 @@ dimensions and the causal-mask fix.
 ``torch.export.save`` in ``$GPT_CONFORMANCE_PROGRAM_CACHE`` (default
 ``$XDG_CACHE_HOME/gpt-conformance/programs``, else ``~/.cache/gpt-conformance/programs``; ``off``
 turns it off; deleting the directory clears it). Its key holds the tracer, the variant, the
-config, the torch version and a hash of the capturing code: this module and the reference
-package, whose forward is what gets traced. An entry is checked by sha256 against its sidecar
+config, the torch version and a hash of the capturing code: this module, the decode programs'
+module and the reference package, whose forward and decoder are what gets traced. An entry is checked by sha256 against its sidecar
 before it is used; a corrupt or unloadable one is reported (``ArtifactCacheWarning``) and rebuilt.
 Every program, captured or loaded, is then checked by its target against the model run eagerly
-on perturbed weights (``export.check_depends_on_parameters``), so a cached program is never
-trusted blindly.
+on perturbed weights (``export.check_depends_on_parameters``, and
+``export_decode.check_decode_depends_on_parameters`` for the decode programs), so a cached program
+is never trusted blindly.
 """
 
 from __future__ import annotations
@@ -38,18 +41,23 @@ from typing import Any
 import torch
 from gpt_conformance.reference.families import family_of
 from gpt_conformance.reference.intermediates import LOGITS, IntermediateRecorder, ordered
+from gpt_conformance.targets import export_decode
 from gpt_conformance.targets.static_shapes import ArtifactCache, ArtifactCacheWarning, ArtifactFormat, artifact_key
 
 CACHE_ENV = "GPT_CONFORMANCE_PROGRAM_CACHE"
 CACHE_OFF = "off"
 CACHE_MAX_BYTES = 1 << 30
-# The code whose change changes a program: this module and the reference models it traces.
-CODE_FILES = (Path(__file__), *sorted((Path(__file__).resolve().parent.parent / "reference").glob("*.py")))
+# The code whose change changes a program: this module, the decode programs' wrapper and the
+# reference models and decoder they trace.
+CODE_FILES = (Path(__file__), Path(export_decode.__file__),
+              *sorted((Path(__file__).resolve().parent.parent / "reference").glob("*.py")))
 
 # torch.export's two tracers: the name of each in program keys.
 TRACERS = {"export": False, "export-strict": True}  # name -> strict
-# The programs of one config: logits only, with the loss, and with the named intermediates.
-VARIANTS = ("logits", "loss", "intermediates")
+# The programs of one config: logits only, with the loss, and with the named intermediates; and
+# the decode path's prefill (dynamic prompt length) and step (one token) over a static cache.
+DECODE_VARIANTS = ("prefill", "step")
+VARIANTS = ("logits", "loss", "intermediates", *DECODE_VARIANTS)
 
 
 class FunctionalGPT(torch.nn.Module):
@@ -219,6 +227,8 @@ class ProgramStore:
 def trace(strict: bool, model: torch.nn.Module, variant: str):
     """torch.export of ``model`` as a function of its parameters, dynamic in batch and sequence."""
     params = parameters_of(model)
+    if variant in DECODE_VARIANTS:
+        return export_decode.export_cached_forward(model, params, variant == "prefill", strict)
     with_targets = variant == "loss"
     wrapper = IntermediatesGPT if variant == "intermediates" else FunctionalGPT
     with warnings.catch_warnings():

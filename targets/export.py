@@ -13,7 +13,8 @@ tensors that forward hooks on the model see while export traces it.
 Variants, each its own target:
 
 - ``export``: non-strict export (``strict=False``); it also decodes, through an exported prefill
-  program and step program over a static cache (``gpt_conformance.targets.export_decode``).
+  program and step program over a static cache (``gpt_conformance.targets.export_decode``),
+  two more variants of the same store.
 - ``export-strict``: TorchDynamo-traced strict export.
 - ``export-serdes``: ``export``'s own program round-tripped through ``torch.export.save``/``load``.
 """
@@ -28,8 +29,8 @@ from typing import Any
 
 import torch
 from gpt_conformance.harness.api import ALL_FAMILIES, Capabilities, Decoding, Target, UnsupportedHere
-from gpt_conformance.targets.capture import PROGRAMS, FunctionalGPT, example_inputs, parameters_of
-from gpt_conformance.targets.export_decode import DecodePrograms, ExportedDecoder
+from gpt_conformance.targets.capture import DECODE_VARIANTS, PROGRAMS, FunctionalGPT, example_inputs, parameters_of
+from gpt_conformance.targets.export_decode import ExportedDecoder, FunctionalCachedForward, decode_example_inputs
 
 
 @dataclass
@@ -47,18 +48,19 @@ class ExportedProgramIgnoresParameters(RuntimeError):
 
 @torch.no_grad()
 def check_depends_on_parameters(module, model: torch.nn.Module, params: dict[str, torch.Tensor],
-                                inputs: tuple[torch.Tensor, ...], name: str) -> None:
+                                inputs: tuple[torch.Tensor, ...], name: str, eager=None) -> None:
     """Run the program with perturbed parameters and compare it with the model run eagerly on the
     same perturbed parameters. One program serves every model of a config, so a program that
     ignores its parameter inputs is wrong for all but the model it was exported from, and its
     parity results would depend on test order; checking here makes that failure deterministic
     and says what it is. The bound only has to separate "reads its parameters" (export and eager
-    measured bit-identical) from "answers for other weights" (logits off by O(scale))."""
+    measured bit-identical) from "answers for other weights" (logits off by O(scale)). ``eager`` is
+    the function the program was traced from (default ``FunctionalGPT(model)``), its logits first."""
     generator = torch.Generator().manual_seed(0)
     perturbed = {k: v + torch.randn(v.shape, generator=generator, dtype=v.dtype) * (v.abs().mean() + 0.1)
                  for k, v in params.items()}
     got = module(perturbed, *inputs)[0]
-    expected = FunctionalGPT(model)(perturbed, *inputs)[0]
+    expected = (eager or FunctionalGPT(model))(perturbed, *inputs)[0]
     scale = float(expected.abs().max())
     if float((got - expected).abs().max()) > 1e-3 * scale + 1e-5:
         raise ExportedProgramIgnoresParameters(
@@ -88,9 +90,9 @@ class ExportedDecodingRunnable(ExportedRunnable):
     """``ExportedRunnable`` that also decodes through the config's prefill and step programs
     (``gpt_conformance.targets.export_decode``)."""
 
-    def __init__(self, target: ExportTarget, model: torch.nn.Module, programs: DecodePrograms):
+    def __init__(self, target: ExportTarget, model: torch.nn.Module):
         super().__init__(target, model)
-        self.decoder = ExportedDecoder(programs, self.model, self.params)
+        self.decoder = ExportedDecoder(target.program, self.model, self.params)
 
     def prefill(self, idx, lengths=None, state=None):
         return self.decoder.prefill(idx, lengths, state)
@@ -110,7 +112,7 @@ class ExportTarget(Target):
         self.serdes = serdes
         self.description = description
         # The decode path's two programs (prefill, step): on one variant, for the CPU tier's time.
-        self.decode_programs = DecodePrograms(strict) if decodes else None
+        self.decodes = decodes
         if decodes:
             self.capabilities = replace(ExportTarget.capabilities, decode=Decoding())
         self._programs: dict[tuple[Any, str], ExportedProgram] = {}
@@ -148,12 +150,17 @@ class ExportTarget(Target):
             ep = torch.export.load(buffer)
         module = ep.module()
         params = parameters_of(model)
-        check_depends_on_parameters(module, model, params, example_inputs(model.config, variant == "loss"), self.name)
+        if variant in DECODE_VARIANTS:
+            check_depends_on_parameters(module, model, params, decode_example_inputs(model, variant == "prefill"),
+                                        self.name, eager=FunctionalCachedForward(model))
+        else:
+            check_depends_on_parameters(module, model, params, example_inputs(model.config, variant == "loss"),
+                                        self.name)
         return ExportedProgram(module, time.perf_counter() - start, size)
 
     def prepare(self, model, config):
-        if self.decode_programs is not None:
-            return ExportedDecodingRunnable(self, model, self.decode_programs)
+        if self.decodes:
+            return ExportedDecodingRunnable(self, model)
         return ExportedRunnable(self, model)
 
 

@@ -6,10 +6,15 @@ cache) and a *step* program (one token per row -> logits and the updated cache),
 Both are ``torch.export`` captures of the reference decoder's one tensor function
 (``gpt_conformance.reference.decode.cached_forward``) with the parameters as inputs, so, as for
 the forward programs of ``gpt_conformance.targets.export``, one pair serves every model of a
-config; the batch is dynamic, and the prompt length too in the prefill program.
+config; the batch is dynamic, and the prompt length too in the prefill program. They are captured
+and cached across runs as the forward programs are (``gpt_conformance.targets.capture``, variants
+"prefill" and "step"), and checked once per config against ``cached_forward`` run eagerly.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from gpt_conformance.reference.decode import CachedForward, ReferenceDecoder, cache_shape
@@ -28,51 +33,43 @@ class FunctionalCachedForward(torch.nn.Module):
         return torch.func.functional_call(self.inner, named, (idx, k, v, start_slot, first_slot))
 
 
-def export_cached_forward(model: torch.nn.Module, params: dict[str, torch.Tensor], prompt: bool,
-                          strict: bool) -> torch.nn.Module:
-    """The prefill program (``prompt``: dynamic length) or the step program (one token)."""
+def decode_example_inputs(model: torch.nn.Module, prompt: bool) -> tuple[torch.Tensor, ...]:
+    """(idx, k, v, start_slot, first_slot) to trace the prefill program (``prompt``) or the step program."""
     config = model.config
     block = family_of(config).block_size(config)
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
     # Sizes of 2 avoid torch.export's specialisation of dimensions whose example size is 0 or 1.
-    length = min(2, block) if prompt else 1
-    idx = torch.zeros(2, length, dtype=torch.long)
-    dtype = next(model.parameters()).dtype
-    k = torch.zeros(cache_shape(config, 2, block), dtype=dtype)
+    idx = torch.zeros(2, min(2, block) if prompt else 1, dtype=torch.long)
+    k = torch.zeros(cache_shape(config, 2, block), dtype=next(model.parameters()).dtype)
     slots = torch.zeros(2, dtype=torch.long)
+    return idx, k, k.clone(), slots, slots.clone()
+
+
+def export_cached_forward(model: torch.nn.Module, params: dict[str, torch.Tensor], prompt: bool,
+                          strict: bool) -> torch.export.ExportedProgram:
+    """The prefill program (``prompt``: dynamic length) or the step program (one token). Traced
+    through the program store (``gpt_conformance.targets.capture``), which caches it across runs."""
+    block = family_of(model.config).block_size(model.config)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    inputs = decode_example_inputs(model, prompt)
     idx_dims = {0: batch}
-    if prompt and length == 2:
+    if prompt and inputs[0].size(1) == 2:
         idx_dims[1] = torch.export.Dim("seq", min=1, max=block)
     dynamic = ({name: None for name in params}, idx_dims, {1: batch}, {1: batch}, {0: batch}, {0: batch})
-    ep = torch.export.export(FunctionalCachedForward(model), (params, idx, k, k.clone(), slots, slots.clone()),
-                             dynamic_shapes=dynamic, strict=strict)
-    return ep.module()
-
-
-class DecodePrograms:
-    """The prefill and step programs of each config, exported once and kept for the session."""
-
-    def __init__(self, strict: bool = False):
-        self.strict = strict
-        self._programs: dict[tuple, torch.nn.Module] = {}
-
-    def get(self, model: torch.nn.Module, params: dict[str, torch.Tensor], prompt: bool) -> torch.nn.Module:
-        key = (model.config, prompt)
-        if key not in self._programs:
-            self._programs[key] = export_cached_forward(model, params, prompt, self.strict)
-        return self._programs[key]
+    return torch.export.export(FunctionalCachedForward(model), (params, *inputs), dynamic_shapes=dynamic,
+                               strict=strict)
 
 
 class ExportedDecoder(ReferenceDecoder):
-    """The reference decoder's bookkeeping (slots, padding, reuse) around the two exported programs."""
+    """The reference decoder's bookkeeping (slots, padding, reuse) around the two exported programs,
+    ``program(model, variant)`` for the variants "prefill" and "step" (the export target's)."""
 
-    def __init__(self, programs: DecodePrograms, model: torch.nn.Module, params: dict[str, torch.Tensor]):
+    def __init__(self, program: Callable[[torch.nn.Module, str], Any], model: torch.nn.Module,
+                 params: dict[str, torch.Tensor]):
         super().__init__(model)
-        self.programs, self.params = programs, params
+        self.program, self.params = program, params
 
     def run_prefill(self, idx, k, v, start_slot, first_slot):
-        return self.programs.get(self.model, self.params, prompt=True)(self.params, idx, k, v, start_slot, first_slot)
+        return self.program(self.model, "prefill").module(self.params, idx, k, v, start_slot, first_slot)
 
     def run_step(self, tokens, k, v, start_slot, first_slot):
-        return self.programs.get(self.model, self.params, prompt=False)(self.params, tokens, k, v, start_slot,
-                                                                        first_slot)
+        return self.program(self.model, "step").module(self.params, tokens, k, v, start_slot, first_slot)

@@ -41,17 +41,33 @@ def test_a_case_gets_items_only_for_the_targets_it_applies_to(pytester, tmp_path
     assert {"test_every_target[eager]", "test_every_target[export]"} <= set(items)
 
 
-def test_the_low_precision_checks_are_made_only_for_low_precision_targets(pytester, tmp_path):
-    result = pytester.runpytest_inprocess(str(ROOT / "cases" / "test_precision.py"), "--co", "-q", "-m", "cpu",
-                                          f"--report-dir={tmp_path}")
+def targets_per_test(pytester, tmp_path, path: str) -> dict[str, set[str]]:
+    result = pytester.runpytest_inprocess(str(ROOT / path), "--co", "-q", "-m", "cpu", f"--report-dir={tmp_path}")
     names = sorted(registry.names(), key=len, reverse=True)  # the longest first: "eager-fp16" before "eager"
     targets: dict[str, set[str]] = {}
     for item in collected(result):
         test, params = item.rstrip("]").split("[", 1)
         targets.setdefault(test, set()).add(next(n for n in names if params == n or params.startswith(n + "-")))
+    return targets
+
+
+def test_the_low_precision_checks_are_made_only_for_low_precision_targets(pytester, tmp_path):
+    targets = targets_per_test(pytester, tmp_path, "cases/test_precision.py")
     quantized = {"modelopt-int8-wo", "modelopt-int4-wo", "torchao-int8-wo", "torch-int4-wo"}
     assert targets["test_arithmetic"] == quantized  # eager-fp16 is its own reference
     assert targets["test_quality"] == {"eager-fp16", "eager-bf16"} | quantized
+
+
+def test_the_decode_cases_are_made_only_for_targets_with_a_decoder_and_the_others_get_one_skip(pytester, tmp_path):
+    targets = targets_per_test(pytester, tmp_path, "cases/test_decode_path.py")
+    cpu = {t.name for t in registry if t.marker == "cpu" and "slow" not in t.marks}  # -m cpu, no --slow
+    decoders = {t.name for t in registry if t.marker == "cpu" and t.capabilities.decode is not None}
+    assert {"eager", "export"} <= decoders < cpu
+    without = targets.pop("test_without_a_decoder")
+    assert without == cpu - decoders
+    assert targets and all(names == decoders for names in targets.values()), targets
+    latency = targets_per_test(pytester, tmp_path, "cases/test_latency.py")
+    assert latency["test_prefill_latency"] == latency["test_decode_step_latency"] == decoders
 
 
 class Fake(Target):

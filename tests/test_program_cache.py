@@ -1,12 +1,15 @@
 """The program cache (``gpt_conformance.targets.capture``): a torch.export program is traced once
 and then loaded in later runs; a corrupt entry is detected by its sha256 and rebuilt; a change to
-the capturing code, the config, the tracer or the variant is a different entry."""
+the capturing code, the config, the tracer or the variant is a different entry. The decode path's
+prefill and step programs (``gpt_conformance.targets.export_decode``) are entries of the same cache."""
 
 import pytest
 import torch
+from gpt_conformance.reference.decode import cache_shape
 from gpt_conformance.reference.model import GPT, GPTConfig
 from gpt_conformance.targets import capture
-from gpt_conformance.targets.capture import EXPORTED_PROGRAM, ProgramStore, parameters_of
+from gpt_conformance.targets.capture import DECODE_VARIANTS, EXPORTED_PROGRAM, ProgramStore, parameters_of
+from gpt_conformance.targets.export_decode import FunctionalCachedForward
 from gpt_conformance.targets.static_shapes import ArtifactCache, ArtifactCacheWarning
 
 CONFIG = GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8)
@@ -65,7 +68,25 @@ def test_an_edit_to_the_capturing_code_invalidates_the_entry(tmp_path, model, mo
 
 def test_the_hash_covers_this_module_and_the_reference_models():
     names = {path.name for path in capture.CODE_FILES}
-    assert {"capture.py", "model.py", "nanochat.py", "families.py", "intermediates.py"} <= names
+    assert {"capture.py", "export_decode.py", "model.py", "nanochat.py", "families.py", "intermediates.py",
+            "decode.py"} <= names
+
+
+def test_a_second_run_loads_the_decode_programs_instead_of_tracing(tmp_path, model):
+    first = store(tmp_path)
+    assert [first.export("export", model, v).source for v in DECODE_VARIANTS] == ["captured", "captured"]
+    second = store(tmp_path)
+    loaded = {v: second.export("export", model, v) for v in DECODE_VARIANTS}
+    assert ({c.source for c in loaded.values()}, second.captures) == ({"cache"}, 0)
+    params = parameters_of(model)
+    k, v = (torch.randn(cache_shape(CONFIG, 3, CONFIG.block_size)) for _ in range(2))  # batch 3: dynamic
+    slots = torch.tensor([0, 1, 3])
+    for variant, idx in (("prefill", torch.randint(0, 11, (3, 5))), ("step", torch.randint(0, 11, (3, 1)))):
+        inputs = (idx, k, v, slots, torch.zeros(3, dtype=torch.long))
+        got = loaded[variant].program.module()(params, *inputs)
+        expected = FunctionalCachedForward(model)(params, *inputs)
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=0, atol=0)
 
 
 def test_tracer_variant_and_config_are_separate_entries(tmp_path, model):

@@ -61,7 +61,15 @@ DECODE_STEPS = 4
 RAGGED_STEPS = 3
 
 NO_DECODER = ("target has no decoder (Capabilities.decode is None): its greedy text is checked by full "
-              "forward passes (the greedy check) and its decode path is not checked")
+              "forward passes (the greedy check) and its decode path is neither checked nor timed")
+# The one record that says so, per target without a decoder (cases/test_decode_path.py).
+NO_DECODER_CASE = "decode-path"
+
+
+def has_decoder(target: Target) -> bool:
+    """Whether ``target`` declares a decoder: the decode cases apply to those targets alone, and
+    each other target gets one skip that says why (``DecodeChecks.require_decoder``)."""
+    return target.capabilities.decode is not None
 
 
 class DecodeChecks:
@@ -73,7 +81,7 @@ class DecodeChecks:
     # --- plumbing ---------------------------------------------------------------------------
     def require_decoder(self, target: Target, case_id: str, check: str, config: Any, shape=None) -> None:
         """Skip (recorded) a target without a decoder."""
-        if target.capabilities.decode is None:
+        if not has_decoder(target):
             self.session.record(CheckRecord(target, case_id, check, config=config, input_shape=shape, status="skip",
                                             message=NO_DECODER))
             raise UnsupportedHere(f"{target.name}: {NO_DECODER}")
