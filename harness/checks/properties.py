@@ -21,7 +21,8 @@ an fp32 target and its arithmetic gates for a low-precision one. So a causal-mas
 an int8 target fails against an fp32 yardstick of ~1e-7, where the int8 truth-parity bound (0.088)
 would pass it. Loss consistency is judged the same way: the target's loss against the fp64
 cross-entropy of its own logits, by 3x the reference's own such difference in the compute dtype
-plus about one ulp of the loss in that dtype (``loss_consistency_gates``), never by the policy's
+plus about one ulp of the loss in that dtype and 4 fp32 ulps for the mean's summation order
+(``loss_consistency_gates``), never by the policy's
 truth-parity loss gates (int4-wo's allowed 0.0276; bf16 has none).
 
 A failing check raises a ``PropertyFailure`` subclass (one per property, so that Hypothesis

@@ -235,10 +235,12 @@ def loss_consistency_gates(dtype_name: str, eps: float) -> tuple[Gate, ...]:
     arithmetic, never by what its precision costs against the truth. The yardstick is the reference
     in the target's compute dtype doing the same (its loss against the fp64 cross-entropy of its own
     logits)."""
-    return (Gate("loss_abs", multiplier=3.0, floor_rel=eps,
+    return (Gate("loss_abs", multiplier=3.0, floor_rel=eps + LOSS_ULPS * FP32_EPS,
                  reason=f"3x the {dtype_name} reference's own |loss - fp64 cross-entropy of its logits| (dynamo "
                         f"same()'s 3.0) + {dtype_name} eps x |loss|, at most one ulp: the loss is rounded once "
-                        f"to {dtype_name}, which the reference can escape by chance"),)
+                        f"to {dtype_name}, which the reference can escape by chance; + {_loss_ulps('fp32', FP32_EPS)}"
+                        f": a target's own cross-entropy kernel sums the mean in its own order (measured: "
+                        f"onnxruntime 8.9e-7 on seed, about 2 fp32 ulps of a loss of 4.2)"),)
 
 
 def _fp32_floor(metric: str) -> Gate:
