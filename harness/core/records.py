@@ -95,9 +95,16 @@ class CheckRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.verdict is None and self.status is None:
-            raise ValueError(f"record of {self.check!r} on {self.case!r} for {self.target.name!r}: "
-                             f"a record needs a verdict or a status")
+        self.resolved_status()  # a record with neither a verdict nor a status is refused here
+
+    def resolved_status(self) -> str:
+        """``status`` when given, else the verdict's."""
+        if self.status is not None:
+            return self.status
+        if self.verdict is not None:
+            return self.verdict.status
+        raise ValueError(f"record of {self.check!r} on {self.case!r} for {self.target.name!r}: "
+                         f"a record needs a verdict or a status")
 
     def body(self) -> dict[str, Any]:
         """The records line's fields, without the ones the writer and the session add."""
@@ -112,7 +119,7 @@ class CheckRecord:
             "config": config if config is not None else {},
             "input_shape": list(self.input_shape) if self.input_shape is not None else None,
             "seed": self.seed,
-            "status": self.status or verdict.status,  # type: ignore[union-attr]  (__post_init__)
+            "status": self.resolved_status(),
             "policy": verdict.policy if verdict else target.precision,
             "message": self.message or (verdict.message if verdict else ""),
             "metrics": verdict.metrics if verdict else {},
