@@ -18,14 +18,14 @@ from __future__ import annotations
 import copy
 import math
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from gpt_conformance.harness.checks.conformance import run_checked
 from gpt_conformance.harness.checks.decode import greedy_decode
-from gpt_conformance.harness.checks.discrimination import discriminated
+from gpt_conformance.harness.checks.discrimination import UnrelatedOutput, discriminated
 from gpt_conformance.harness.checks.session import ConformanceSession
 from gpt_conformance.harness.core.errors import UnsupportedHere
 from gpt_conformance.harness.core.metrics import logit_metrics, loss_metrics
@@ -123,15 +123,28 @@ def arithmetic_reference(model: torch.nn.Module, weights: dict[str, torch.Tensor
     return ArithmeticReference(logits64, loss64, logits_c, loss_c, baseline_logits, baseline_loss)
 
 
-def judge_arithmetic(policy, ref: ArithmeticReference, logits, loss) -> tuple[Verdict, Verdict | None]:
-    """Level 1 verdicts (logits, loss or None) of one output against ``ref`` under ``policy``."""
+def judge_arithmetic(policy, ref: ArithmeticReference, logits, loss,
+                     unrelated: Sequence[UnrelatedOutput] = ()) -> tuple[Verdict, Verdict | None]:
+    """Level 1 verdicts (logits, loss or None) of one output against ``ref`` under ``policy``.
+
+    With ``unrelated`` (a named case's unrelated models' fp64 outputs), each pass stands only if
+    the same gates reject every one of them by the margin (``discrimination.discriminated``), else it
+    is ``recorded``: a half-precision loss moves in steps of one ulp of the loss, and on a
+    nanoGPT-init case every near-uniform model's loss rounds to the same few steps."""
     level = replace(policy, logit_gates=policy.arithmetic_gates, loss_gates=policy.arithmetic_loss_gates)
     scale = float(ref.logits64.abs().max())
-    logits_verdict = judge_logits(level, logit_metrics(logits, ref.logits64), ref.baseline_logits, scale,
-                                  check="arithmetic")
+
+    def logits_verdict_of(out: torch.Tensor) -> Verdict:
+        return judge_logits(level, logit_metrics(out, ref.logits64), ref.baseline_logits, scale, check="arithmetic")
+
+    def loss_verdict_of(out: torch.Tensor) -> Verdict:
+        return judge_loss(level, loss_metrics(out, ref.loss64), ref.baseline_loss or {}, check="arithmetic")
+
+    logits_verdict = discriminated(logits_verdict_of(logits), [(u.name, logits_verdict_of(u.logits)) for u in unrelated])
     loss_verdict = None
     if ref.loss64 is not None and loss is not None and policy.arithmetic_loss_gates:
-        loss_verdict = judge_loss(level, loss_metrics(loss, ref.loss64), ref.baseline_loss or {}, check="arithmetic")
+        loss_verdict = discriminated(loss_verdict_of(loss), [(u.name, loss_verdict_of(u.loss)) for u in unrelated
+                                                             if u.loss is not None])
     return logits_verdict, loss_verdict
 
 
@@ -153,11 +166,14 @@ def arithmetic_verdict(session: ConformanceSession, target: Target, spec: CaseSp
     with session.timed(target, "reference"):
         ref = arithmetic_reference(golden.model, dequantized_weights(quantized), declared.compute_dtype,
                                    golden.idx, golden.targets)
-    logits_verdict, loss_verdict = judge_arithmetic(policy, ref, logits, loss)
+    logits_verdict, loss_verdict = judge_arithmetic(policy, ref, logits, loss, session.unrelated(golden))
     verdict = logits_verdict
-    if loss_verdict is not None and not loss_verdict.passed and logits_verdict.passed:
+    if loss_verdict is not None and loss_verdict.failed and not logits_verdict.failed:
         verdict = loss_verdict
-    if not verdict.passed and quantized:
+    elif loss_verdict is not None and loss_verdict.status == "recorded":
+        # The logits' verdict stands; the loss's figures are shown with it, not judged.
+        verdict = replace(verdict, message="; ".join(m for m in (verdict.message, f"loss {loss_verdict.message}") if m))
+    if verdict.failed and quantized:
         verdict.message = _diagnose_layout(policy, golden, declared, quantized, logits, loss) + f" ({verdict.message})"
     return verdict
 

@@ -47,6 +47,13 @@ FP32_FLOOR_REASONS = {"rmse": "eps/8 of the logit range (twice the rms of roundi
 # a correct int4-wo target off its fp32 reference by 1.4e-5..2.0e-5 at losses of 65..133 (1 to 2.6
 # ulps), where a bound of 3x the reference's own error + 1e-5 gave a false alarm in 4 of 7 runs.
 LOSS_ULPS = 4
+# fp32's loss floor, in fp32 eps of |loss| (eps x |loss| is one or two ulps of it). The loss is a
+# mean over the B*T positions of per-position terms, each rounded to fp32, summed and divided in
+# fp32. Measured on eager's own fp32 logits, the 11 fast named cases: other correct fp32
+# computations of that mean (log_softmax or logsumexp kernels, means per row first, sequential or
+# reversed sums) are 0.06..3.46 eps x |loss| off the fp64 loss, so 2 is no larger than the error
+# the floor stands for; eager itself is at 0.06..1.30. docs/sources.md#fp32-loss-floor.
+FP32_LOSS_EPS = 2
 
 
 @dataclass(frozen=True)
@@ -275,12 +282,13 @@ register_policy(TolerancePolicy(
                 "measured identical or within reassociation noise of eager.",
     logit_gates=(_fp32_floor("rmse"), _fp32_floor("max_abs")),
     # Without the logits' noise (plus_logit_rmse): these paths compute eager's own arithmetic, so
-    # their loss error is eager's sample, not another one. Measured: the nightly search put every
-    # fp32 target's loss at <= 0.44 of this bound, and it keeps a tanh GELU's loss error (1.7e-5 on
-    # `scaled`) failing, which the noise term would pass.
-    loss_gates=(Gate("loss_abs", multiplier=2.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
-                     reason="2x eager fp32's loss error + the original export check's 1e-5 + "
-                            + _loss_ulps("fp32", FP32_EPS)),),
+    # their loss error is eager's sample, not another one; the noise term would let a tanh GELU's
+    # loss error (1.7e-5 on `scaled`) pass. No absolute floor: the original export check's 1e-5 was
+    # 9..187x eager's loss error and put tanh GELU on `scaled` a hair (1.2x) over the bound.
+    loss_gates=(Gate("loss_abs", multiplier=2.0, floor_rel=FP32_LOSS_EPS * FP32_EPS,
+                     reason=f"2x eager fp32's loss error + {FP32_LOSS_EPS} fp32 eps of |loss|: the rounding of its "
+                            "mean over the B*T positions (other correct fp32 computations of it measured "
+                            "0.06..3.46 eps x |loss| off fp64 on the named cases)"),),
     # Same NxDI fp32 test value: a greedy flip is acceptable only at a near-exact tie.
     greedy_margin=1e-3,
 ))
