@@ -24,7 +24,7 @@ def main(case: str = "nanochat-seed") -> int:
     golden = load_golden(spec)
     model = golden.model.eval()
     params = parameters_of(model)
-    program = trace(False, model, "loss")  # torch.export of the functional_call wrapper, nothing cached
+    program = trace(False, model, "forward")  # torch.export of the functional_call wrapper, nothing cached
     with torch.no_grad():
         _, loss = program.module()(params, golden.idx, golden.targets)
     error = abs(float(loss) - float(golden.loss64))

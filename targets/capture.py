@@ -54,10 +54,11 @@ CODE_FILES = (Path(__file__), Path(export_decode.__file__),
 
 # torch.export's two tracers: the name of each in program keys.
 TRACERS = {"export": False, "export-strict": True}  # name -> strict
-# The programs of one config: logits only, with the loss, and with the named intermediates; and
-# the decode path's prefill (dynamic prompt length) and step (one token) over a static cache.
+# The programs of one config: the forward pass (logits and loss: a call for logits alone passes
+# any targets and drops the loss, so one program serves both), the named intermediates, and the
+# decode path's prefill (dynamic prompt length) and step (one token) over a static cache.
 DECODE_VARIANTS = ("prefill", "step")
-VARIANTS = ("logits", "loss", "intermediates", *DECODE_VARIANTS)
+VARIANTS = ("forward", "intermediates", *DECODE_VARIANTS)
 
 
 class FunctionalGPT(torch.nn.Module):
@@ -229,7 +230,7 @@ def trace(strict: bool, model: torch.nn.Module, variant: str):
     params = parameters_of(model)
     if variant in DECODE_VARIANTS:
         return export_decode.export_cached_forward(model, params, variant == "prefill", strict)
-    with_targets = variant == "loss"
+    with_targets = variant == "forward"
     wrapper = IntermediatesGPT if variant == "intermediates" else FunctionalGPT
     with warnings.catch_warnings():
         # Strict export warns that functional_call swaps module parameters: that is its job.

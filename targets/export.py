@@ -78,9 +78,12 @@ class ExportedRunnable:
         self.params = parameters_of(model)
 
     def __call__(self, idx, targets=None):
+        # One program per config for both calls (``capture.VARIANTS``): logits alone are its logits
+        # for any targets, so a call without targets passes zeros and drops the loss.
+        program = self.target.program(self.model, "forward").module
         if targets is None:
-            return self.target.program(self.model, "logits").module(self.params, idx)
-        return self.target.program(self.model, "loss").module(self.params, idx, targets)
+            return program(self.params, idx, torch.zeros_like(idx))[0], None
+        return program(self.params, idx, targets)
 
     def intermediates(self, idx):
         return self.target.program(self.model, "intermediates").module(self.params, idx)[1]
@@ -154,7 +157,7 @@ class ExportTarget(Target):
             check_depends_on_parameters(module, model, params, decode_example_inputs(model, variant == "prefill"),
                                         self.name, eager=FunctionalCachedForward(model))
         else:
-            check_depends_on_parameters(module, model, params, example_inputs(model.config, variant == "loss"),
+            check_depends_on_parameters(module, model, params, example_inputs(model.config, variant == "forward"),
                                         self.name)
         return ExportedProgram(module, time.perf_counter() - start, size)
 

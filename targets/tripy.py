@@ -14,7 +14,8 @@ tripy-int4-wo  float16   int4 codes, scales [out, in/block]            int4-wo
 This module holds the targets. What can be checked without a GPU, as plain torch, is in
 ``targets/tripy_layout.py`` (the mapping from our reference state dict to Tripy parameter names,
 the quantized-weight layout, the causal mask, the compile bounds and TensorRT's quantize/dequantize
-arithmetic). The nvtripy graph itself lives in ``targets/tripy_gpt.py``, imported only by
+arithmetic), and in ``targets/tripy_decode.py`` (the decode path's host side: the static cache, positions
+and masks). The nvtripy graph itself lives in ``targets/tripy_gpt.py``, imported only by
 ``prepare`` (nvtripy's runtime needs TensorRT and a GPU), so importing, collecting and probing
 these targets never touches CUDA.
 """
@@ -28,10 +29,11 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import torch
-from gpt_conformance.harness.api import Capabilities, Requirements, Runnable, Target
+from gpt_conformance.harness.api import Capabilities, Decoding, Requirements, Runnable, Target
 from gpt_conformance.harness.core.probes import AVAILABLE, Availability, probe_cuda
 from gpt_conformance.harness.core.quant import LowPrecision, QuantizedLinear, default_spec, quantized_linears
-from gpt_conformance.reference.model import GPT, GPTConfig
+from gpt_conformance.reference.model import GPT
+from gpt_conformance.targets.tripy_decode import PADDING
 from gpt_conformance.targets.tripy_layout import (
     MAX_BATCH,
     MODES,
@@ -69,7 +71,10 @@ def probe_nvtripy() -> Availability:
 
 
 class TripyTarget(Target):
-    capabilities = Capabilities(dynamic_shapes=True, max_batch=MAX_BATCH, returns_loss=False)
+    # Decoding: a prefill and a step engine over a static cache of block_size slots (the model's
+    # block size: max_cache_len None), positions and masks from the host (targets/tripy_decode.py).
+    capabilities = Capabilities(dynamic_shapes=True, max_batch=MAX_BATCH, returns_loss=False,
+                                decode=Decoding(padding=PADDING, reusable_state=True))
 
     def __init__(self, mode: TripyMode, quantizer: Quantizer = harness_quantization):
         self.mode = mode
@@ -96,7 +101,7 @@ class TripyTarget(Target):
         if not isinstance(model, GPT):
             raise TypeError(f"{self.name} rebuilds the reference GPT, got {type(model).__name__}")
         state, plans = tripy_state_dict(model, self.mode.torch_dtype, self.quantized_weights(model))
-        return self._runner(model.config, state, plans)
+        return self._runner(model, state, plans)
 
     def quantized_weights(self, model: torch.nn.Module) -> Mapping[str, QuantizedLinear]:
         """The quantized weights this target loads for ``model``, computed once per model, so that
@@ -109,11 +114,10 @@ class TripyTarget(Target):
             self._quantized[model] = self.quantizer(model, self.mode)
         return self._quantized[model]
 
-    def _runner(self, config: GPTConfig, state: dict[str, torch.Tensor],
-                plans: dict[str, LinearQuant]) -> TripyRunner:
+    def _runner(self, model: GPT, state: dict[str, torch.Tensor], plans: dict[str, LinearQuant]) -> TripyRunner:
         from gpt_conformance.targets.tripy_gpt import TripyRunner
 
-        return TripyRunner(config, self.mode, state, plans, MAX_BATCH)
+        return TripyRunner(model, self.mode, state, plans, MAX_BATCH)
 
     def environment(self) -> dict[str, Any]:
         try:

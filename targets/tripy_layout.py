@@ -77,6 +77,9 @@ class QuantizedLinearLike(Protocol):
         ...
 
 
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
 @dataclass(frozen=True)
 class TripyMode:
     name: str
@@ -91,7 +94,13 @@ class TripyMode:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return {"float32": torch.float32, "float16": torch.float16}[self.dtype]
+        return TORCH_DTYPES[self.dtype]
+
+    @property
+    def cache_dtype(self) -> str:
+        """The KV cache's dtype: the one attention computes in (float32 where ``attention_fp32``),
+        so a step reads back exactly the k and v the prefill computed."""
+        return "float32" if self.attention_fp32 else self.dtype
 
 
 # tripy-fp32 may not be IEEE float32 arithmetic: TensorRT's BuilderFlag kTF32 ("Allow (but not

@@ -66,6 +66,7 @@ def test_a_users_own_targets_and_reference_on_sys_path_change_nothing(tmp_path):
 FOREIGN_SUITE = textwrap.dedent('''
     import json, os, pathlib
     import pytest
+    import torch
     from hypothesis import given, settings, strategies as st
 
     @pytest.fixture
@@ -78,7 +79,8 @@ FOREIGN_SUITE = textwrap.dedent('''
     def test_hypothesis_defaults():
         d = settings.default
         seen = {"max_examples": d.max_examples, "derandomize": d.derandomize, "database": type(d.database).__name__,
-                "deadline": repr(d.deadline), "run_id_env": sorted(k for k in os.environ if "CONFORMANCE" in k)}
+                "deadline": repr(d.deadline), "run_id_env": sorted(k for k in os.environ if "CONFORMANCE" in k),
+                "torch_threads": torch.get_num_threads()}
         pathlib.Path(os.environ["FOREIGN_SEEN"]).write_text(json.dumps(seen))
 
     @given(st.integers())

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from gpt_conformance.harness.checks.properties import REPRO_TEST
 from gpt_conformance.harness.checks.strategies import named_example
 from gpt_conformance.harness.pytest_plugin import validate
@@ -148,6 +149,7 @@ def bad_options(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
                                   f"cannot write goldens to {a_file}/goldens: Not a directory"),
         "peak flops of an unknown device": (["--peak-flops", "tpu=1e12"],
                                             "unknown device kind 'tpu'; known: cpu, cuda, neuron"),
+        "no torch threads": (["--torch-threads=0"], "--torch-threads '0': expected a positive number of threads"),
     }
 
 
@@ -203,3 +205,22 @@ def test_a_recorded_test_is_shown_as_recorded_not_passed(tmp_path):
     progress = next(line for line in run.proc.stdout.splitlines() if line.endswith("[100%]"))
     assert progress.split()[0] == ".RRR", progress
     assert "1 passed" in run.proc.stdout and "3 recorded" in run.proc.stdout, run.proc.stdout
+
+
+def test_conformance_tests_run_with_the_torch_threads_asked_for_and_torch_is_put_back(pytester, tmp_path):
+    pytester.makepyfile('''
+        import pathlib
+        import pytest
+        import torch
+
+        pytestmark = pytest.mark.gpt_conformance
+
+        def test_threads():
+            pathlib.Path("threads").write_text(str(torch.get_num_threads()))
+    ''')
+    before = torch.get_num_threads()
+    for args, expected in (((), 1), (("--torch-threads=3",), 3), (("--torch-threads=auto",), before)):
+        result = pytester.runpytest_inprocess(f"--report-dir={tmp_path / 'reports'}", *args)
+        assert result.ret == pytest.ExitCode.OK, result.outlines
+        assert int((pytester.path / "threads").read_text()) == expected, args
+        assert torch.get_num_threads() == before, args

@@ -27,32 +27,32 @@ def model():
 
 
 def logits_of(program, model, idx):
-    return program.module()(parameters_of(model), idx)[0]
+    return program.module()(parameters_of(model), idx, torch.zeros_like(idx))[0]
 
 
 def test_a_second_run_loads_the_program_instead_of_tracing(tmp_path, model):
     idx = torch.randint(0, 11, (3, 5))
     first = store(tmp_path)
-    captured = first.export("export", model, "logits")
+    captured = first.export("export", model, "forward")
     assert (captured.source, first.captures) == ("captured", 1)
-    assert first.export("export", model, "logits").source == "process"  # held: not loaded again
+    assert first.export("export", model, "forward").source == "process"  # held: not loaded again
     second = store(tmp_path)
-    loaded = second.export("export", model, "logits")
+    loaded = second.export("export", model, "forward")
     assert (loaded.source, second.captures) == ("cache", 0)
     torch.testing.assert_close(logits_of(loaded.program, model, idx), model(idx, full_logits=True)[0], rtol=0, atol=0)
 
 
 def test_a_flipped_byte_is_detected_and_the_entry_rebuilt(tmp_path, model):
-    store(tmp_path).export("export", model, "logits")
+    store(tmp_path).export("export", model, "forward")
     (entry,) = tmp_path.glob("*.pt2")
     data = bytearray(entry.read_bytes())
     data[len(data) // 2] ^= 0x01
     entry.write_bytes(bytes(data))
     rebuilding = store(tmp_path)
     with pytest.warns(ArtifactCacheWarning, match=r"sha256 .* \(corrupt\); rebuilding it"):
-        rebuilt = rebuilding.export("export", model, "logits")
+        rebuilt = rebuilding.export("export", model, "forward")
     assert (rebuilt.source, rebuilding.captures) == ("rebuilt", 1)
-    assert store(tmp_path).export("export", model, "logits").source == "cache"  # the rebuilt entry is good
+    assert store(tmp_path).export("export", model, "forward").source == "cache"  # the rebuilt entry is good
 
 
 def test_an_edit_to_the_capturing_code_invalidates_the_entry(tmp_path, model, monkeypatch):
@@ -60,10 +60,10 @@ def test_an_edit_to_the_capturing_code_invalidates_the_entry(tmp_path, model, mo
     code.write_text(capture.CODE_FILES[0].read_text())
     monkeypatch.setattr(capture, "CODE_FILES", (code,))
     cache = tmp_path / "cache"
-    assert store(cache).export("export", model, "logits").source == "captured"
-    assert store(cache).export("export", model, "logits").source == "cache"
+    assert store(cache).export("export", model, "forward").source == "captured"
+    assert store(cache).export("export", model, "forward").source == "cache"
     code.write_text(code.read_text() + "\n# an edit\n")
-    assert store(cache).export("export", model, "logits").source == "captured"
+    assert store(cache).export("export", model, "forward").source == "captured"
 
 
 def test_the_hash_covers_this_module_and_the_reference_models():
@@ -92,8 +92,8 @@ def test_a_second_run_loads_the_decode_programs_instead_of_tracing(tmp_path, mod
 def test_tracer_variant_and_config_are_separate_entries(tmp_path, model):
     programs = store(tmp_path)
     other = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=1, n_embd=8)).eval()
-    for tracer, m, variant in [("export", model, "logits"), ("export", model, "loss"), ("export-strict", model, "logits"),
-                               ("export", other, "logits")]:
+    for tracer, m, variant in [("export", model, "forward"), ("export", model, "intermediates"), ("export-strict", model, "forward"),
+                               ("export", other, "forward")]:
         assert programs.export(tracer, m, variant).source == "captured"
     assert len(list(tmp_path.glob("*.pt2"))) == 4
 

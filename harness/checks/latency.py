@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts
 from gpt_conformance.harness.checks.precision import low_precision_of, output_arithmetic_verdict
+from gpt_conformance.harness.checks.reference_memo import REFERENCES
 from gpt_conformance.harness.checks.session import ConformanceSession
 from gpt_conformance.harness.core.errors import CheckFailed, UnsupportedHere
 from gpt_conformance.harness.core.peak_flops import peak_for
@@ -41,7 +42,6 @@ from gpt_conformance.harness.core.timing import (
     synchronized,
     time_rounds,
 )
-from gpt_conformance.reference.goldens import reference_outputs
 from gpt_conformance.reference.model import GPT
 
 PROFILE_ENV = "GPT_CONFORMANCE_LATENCY_PROFILE"
@@ -142,7 +142,7 @@ class LatencyRun:
             verdict = output_arithmetic_verdict(self.target, prepared.runnable, model, idx, logits)
         else:
             with torch.no_grad():
-                logits64, _, logits32, _ = reference_outputs(model, idx, None)
+                logits64, _, logits32, _ = REFERENCES.outputs(model, idx, None)
             verdict, _ = parity_verdicts(self.target, Truth(logits64, None, logits32, None), logits, None)
         self.verdict = verdict
         if not verdict.passed:

@@ -26,6 +26,7 @@ import torch
 from gpt_conformance.harness.checks.conformance import run_checked
 from gpt_conformance.harness.checks.decode import greedy_decode
 from gpt_conformance.harness.checks.discrimination import UnrelatedOutput, discriminated
+from gpt_conformance.harness.checks.reference_memo import REFERENCES
 from gpt_conformance.harness.checks.session import ConformanceSession
 from gpt_conformance.harness.core.errors import UnsupportedHere
 from gpt_conformance.harness.core.metrics import logit_metrics, loss_metrics
@@ -113,9 +114,17 @@ class ArithmeticReference:
 
 def arithmetic_reference(model: torch.nn.Module, weights: dict[str, torch.Tensor], dtype: torch.dtype,
                          idx: torch.Tensor, targets: torch.Tensor | None) -> ArithmeticReference:
-    """fp64 truth and the ``dtype`` reference's error, for ``model`` with ``weights`` swapped in."""
-    logits64, loss64 = _forward(fake_quant_model(model, weights, torch.float64), idx, targets)
-    logits_c, loss_c = _forward(fake_quant_model(model, weights, dtype), idx, targets)
+    """fp64 truth and the ``dtype`` reference's error, for ``model`` with ``weights`` swapped in.
+    Each of the two forward passes is computed once per distinct input in a process
+    (``reference_memo``): the fp64 one is the same for every dtype (eager-fp16's and eager-bf16's)."""
+    inputs = [*((f"weight.{name}", weights[name]) for name in sorted(weights)), ("idx", idx), ("targets", targets)]
+
+    def forward(in_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return REFERENCES.get(f"fake_quant_forward:{in_dtype}", model, inputs,
+                              lambda: _forward(fake_quant_model(model, weights, in_dtype), idx, targets))
+
+    logits64, loss64 = forward(torch.float64)
+    logits_c, loss_c = forward(dtype)
     baseline_logits = logit_metrics(logits_c, logits64)
     baseline_loss = None
     if loss64 is not None:

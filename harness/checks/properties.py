@@ -46,6 +46,7 @@ from gpt_conformance.harness.checks.precision import (
     output_arithmetic_verdicts,
     reported_quantized_weights,
 )
+from gpt_conformance.harness.checks.reference_memo import REFERENCES
 from gpt_conformance.harness.checks.strategies import InputCase, ModelCase, build_model, input_cases, model_cases
 from gpt_conformance.harness.core.errors import CheckError, UnsupportedHere
 from gpt_conformance.harness.core.metrics import logit_metrics, loss_metrics
@@ -53,7 +54,6 @@ from gpt_conformance.harness.core.policies import Verdict, get_policy, judge_log
 from gpt_conformance.harness.core.quant import dequantized_weights
 from gpt_conformance.harness.core.records import CheckRecord
 from gpt_conformance.harness.core.targets import Target
-from gpt_conformance.reference.goldens import reference_outputs
 from hypothesis import given, reject, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
@@ -190,7 +190,7 @@ class ExampleChecker:
             return
         idx, targets = inp.tensor("idx"), inp.tensor("targets")
         with self.session.timed(self.target, "reference"):
-            logits64, loss64, logits32, loss32 = reference_outputs(self.model, idx, targets)
+            logits64, loss64, logits32, loss32 = REFERENCES.outputs(self.model, idx, targets)
         truth = Truth(logits64, loss64, logits32, loss32)
         logits, loss = self.run(idx, targets, example)
         verdicts: list[tuple[str, Verdict | None, str]] = []
@@ -287,7 +287,7 @@ class ExampleChecker:
         weights, on ``idx``: what the target's arithmetic explains."""
         if low_precision_of(self.target) is None:
             with self.session.timed(self.target, "reference"):
-                logits64, _, logits32, _ = reference_outputs(self.model, idx, targets)
+                logits64, _, logits32, _ = REFERENCES.outputs(self.model, idx, targets)
             return logits64, logits32
         ref = self.compute_dtype_reference(idx, targets)
         return ref.logits64, ref.logits

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from gpt_conformance.harness.checks.localize import Budget
 from gpt_conformance.harness.checks.session import ConformanceSession, Options
 from gpt_conformance.harness.core.records import RecordWriter
@@ -32,6 +33,7 @@ from gpt_conformance.harness.pytest_plugin.validate import (
     nightly_selected,
     parsed_repro,
     slow_selected,
+    torch_threads,
     writable_dir,
 )
 from gpt_conformance.harness.report.render import write_session_report
@@ -51,6 +53,8 @@ ACTIVE_KEY = pytest.StashKey[bool]()
 # The run id's key in xdist's workerinput: every worker writes records under the controller's id.
 RUN_ID_INPUT = "gpt_conformance_run_id"
 NO_TARGET_APPLIES = pytest.StashKey[set]()
+THREADS_KEY = pytest.StashKey[int | None]()  # --torch-threads; None: torch's own choice
+RESTORE_THREADS_KEY = pytest.StashKey[int]()  # torch's thread count before the run changed it
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -100,6 +104,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                    "--repro=JSON) in the tests marked repro; without it those tests are deselected")
     addoption("--repro-file", default=None, metavar="PATH",
               help="the same as --repro, with the JSON read from the file PATH (write --repro-file=PATH)")
+    addoption("--torch-threads", default="1", metavar="N",
+              help="torch's intra-op CPU threads while conformance tests run (default 1: their models are "
+                   "tiny, where threads cost more than they give, and `-n N` runs N processes instead); "
+                   "'auto' keeps torch's own choice, for GPT-2-sized shapes on a many-core machine")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -141,6 +149,7 @@ def pytest_configure(config: pytest.Config) -> None:
     golden_dir = checked_golden_dir(config)
     checked_gpt2_dir(config)
     config.stash[REPRO_KEY] = parsed_repro(config)
+    config.stash[THREADS_KEY] = torch_threads(config)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     run_id = (getattr(config, "workerinput", {}).get(RUN_ID_INPUT) or os.environ.get("GPT_CONFORMANCE_RUN_ID")
               or time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
@@ -234,6 +243,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not config.stash[ACTIVE_KEY] and any(is_conformance_test(item) for item in items):
         writable_dir(Path(config.getoption("report_dir")), "records", create=False)  # before any test computes
         config.stash[ACTIVE_KEY] = True
+    if config.stash[ACTIVE_KEY]:
+        use_torch_threads(config)
     if config.stash.get(NO_TARGET_APPLIES, None):
         items[:] = without_tests(items, config.stash[NO_TARGET_APPLIES])
     if config.stash[REPRO_KEY] is None:
@@ -257,6 +268,21 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             config.stash[NIGHTLY_DESELECTED] = len(nightly)
     if not slow_selected(config):
         config.stash[SLOW_DESELECTED] = config.stash.get(SLOW_DESELECTED, 0) + deselect(config, items, "slow")
+
+
+def use_torch_threads(config: pytest.Config) -> None:
+    """Set torch's intra-op threads for the run (``--torch-threads``), once; put back at the end.
+    Measured on the shipped Zen model (2 layers, 64 wide, 20 tokens, 2-core machine under load 9):
+    a forward pass took 0.76 ms with one thread and 160 ms with two, which wait on each other."""
+    threads = config.stash[THREADS_KEY]
+    if threads is not None and RESTORE_THREADS_KEY not in config.stash:
+        config.stash[RESTORE_THREADS_KEY] = torch.get_num_threads()
+        torch.set_num_threads(threads)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if RESTORE_THREADS_KEY in config.stash:
+        torch.set_num_threads(config.stash[RESTORE_THREADS_KEY])
 
 
 def nightly_only(item: pytest.Item) -> bool:

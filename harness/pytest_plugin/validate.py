@@ -94,3 +94,13 @@ def checked_golden_dir(config: pytest.Config) -> Path | None:
     if not path.is_dir():
         raise pytest.UsageError(f"--golden-dir {value}: not a directory (add --update-goldens to create goldens there)")
     return path
+
+
+def torch_threads(config: pytest.Config) -> int | None:
+    """``--torch-threads``: a positive count, or None for ``auto`` (torch's own choice)."""
+    value = str(config.getoption("torch_threads")).strip().lower()
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"--torch-threads {value!r}: expected a positive number of threads or 'auto'")
+    return int(value)

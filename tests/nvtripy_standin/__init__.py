@@ -43,6 +43,7 @@ from tests.nvtripy_standin.tensor import (
     TripyException,
     arange,
     cast,
+    concatenate,
     dequantize,
     device,
     dtype,
@@ -58,12 +59,13 @@ from tests.nvtripy_standin.tensor import (
     reshape,
     softmax,
     split,
+    stack,
     tanh,
     transpose,
     unsqueeze,
 )
 
 __all__ = ["DimensionSize", "Embedding", "Executable", "InputInfo", "LayerNorm", "Linear", "Module", "Stream",
-           "Tensor", "TripyException", "arange", "cast", "compile", "dequantize", "device", "dtype", "float16",
+           "Tensor", "TripyException", "arange", "cast", "compile", "concatenate", "dequantize", "device", "dtype", "float16",
            "float32", "gelu", "int32", "int4", "int8", "masked_fill", "ones", "quantize", "reshape", "softmax",
-           "split", "tanh", "transpose", "unsqueeze"]
+           "split", "stack", "tanh", "transpose", "unsqueeze"]

@@ -165,6 +165,26 @@ def split(input: Tensor, num_split_or_sizes: int | Sequence[IntLike], dim: int =
     return tuple(Tensor._wrap(p, input.dtype) for p in pieces)  # type: ignore[return-value]
 
 
+def _same_dtype(tensors: Sequence[Tensor], op: str) -> dtype:
+    _require(len(tensors) > 0, f"{op} of an empty sequence")
+    kinds = {t.dtype for t in tensors}
+    _require(len(kinds) == 1, f"{op} of tensors of dtypes {sorted(map(repr, kinds))}")
+    return tensors[0].dtype
+
+
+def concatenate(tensors: Sequence[Tensor], dim: int) -> Tensor:
+    """Along ``dim``; one dtype, equal ranks and every other dimension equal (nvtripy's docstring)."""
+    kind = _same_dtype(tensors, "concatenate")
+    return Tensor._wrap(torch.cat([t._data for t in tensors], dim=dim), kind)
+
+
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """Along a new dimension ``dim``; one dtype and one shape (nvtripy's docstring)."""
+    kind = _same_dtype(tensors, "stack")
+    _require(len({tuple(t._data.shape) for t in tensors}) == 1, "stack of tensors of different shapes")
+    return Tensor._wrap(torch.stack([t._data for t in tensors], dim=dim), kind)
+
+
 def softmax(input: Tensor, dim: int | None = None) -> Tensor:
     _require(input.dtype in _FLOATS, f"softmax of {input.dtype}")
     data = input._data if dim is not None else input._data.reshape(-1)
