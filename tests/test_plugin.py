@@ -208,6 +208,7 @@ def test_a_recorded_test_is_shown_as_recorded_not_passed(tmp_path):
 
 
 def test_conformance_tests_run_with_the_torch_threads_asked_for_and_torch_is_put_back(pytester, tmp_path):
+    # Default (auto), serial: torch's own choice; an xdist worker's auto is one thread (next test).
     pytester.makepyfile('''
         import pathlib
         import pytest
@@ -219,8 +220,20 @@ def test_conformance_tests_run_with_the_torch_threads_asked_for_and_torch_is_put
             pathlib.Path("threads").write_text(str(torch.get_num_threads()))
     ''')
     before = torch.get_num_threads()
-    for args, expected in (((), 1), (("--torch-threads=3",), 3), (("--torch-threads=auto",), before)):
+    for args, expected in (((), before), (("--torch-threads=3",), 3), (("--torch-threads=1",), 1)):
         result = pytester.runpytest_inprocess(f"--report-dir={tmp_path / 'reports'}", *args)
         assert result.ret == pytest.ExitCode.OK, result.outlines
         assert int((pytester.path / "threads").read_text()) == expected, args
         assert torch.get_num_threads() == before, args
+
+
+def test_auto_torch_threads_is_one_per_xdist_worker_and_torchs_own_choice_otherwise(monkeypatch):
+    class Config:
+        def getoption(self, name):
+            assert name == "torch_threads"
+            return "auto"
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    assert validate.torch_threads(Config()) is None
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    assert validate.torch_threads(Config()) == 1

@@ -53,7 +53,7 @@ ACTIVE_KEY = pytest.StashKey[bool]()
 # The run id's key in xdist's workerinput: every worker writes records under the controller's id.
 RUN_ID_INPUT = "gpt_conformance_run_id"
 NO_TARGET_APPLIES = pytest.StashKey[set]()
-THREADS_KEY = pytest.StashKey[int | None]()  # --torch-threads; None: torch's own choice
+THREADS_KEY = pytest.StashKey[int | None]()  # --torch-threads resolved; None: torch's own choice
 RESTORE_THREADS_KEY = pytest.StashKey[int]()  # torch's thread count before the run changed it
 
 
@@ -104,10 +104,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                    "--repro=JSON) in the tests marked repro; without it those tests are deselected")
     addoption("--repro-file", default=None, metavar="PATH",
               help="the same as --repro, with the JSON read from the file PATH (write --repro-file=PATH)")
-    addoption("--torch-threads", default="1", metavar="N",
-              help="torch's intra-op CPU threads while conformance tests run (default 1: their models are "
-                   "tiny, where threads cost more than they give, and `-n N` runs N processes instead); "
-                   "'auto' keeps torch's own choice, for GPT-2-sized shapes on a many-core machine")
+    addoption("--torch-threads", default="auto", metavar="N",
+              help="torch's intra-op CPU threads while conformance tests run; default auto: one per "
+                   "pytest-xdist worker (-n), torch's own choice otherwise. On a busy machine, 1 is much "
+                   "faster for the tier's tiny models (docs/options.md)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -272,8 +272,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 def use_torch_threads(config: pytest.Config) -> None:
     """Set torch's intra-op threads for the run (``--torch-threads``), once; put back at the end.
-    Measured on the shipped Zen model (2 layers, 64 wide, 20 tokens, 2-core machine under load 9):
-    a forward pass took 0.76 ms with one thread and 160 ms with two, which wait on each other."""
+    Measured on a 2-core machine: on the shipped Zen model (2 layers, 64 wide, 20 tokens) under load
+    9, a forward pass took 0.76 ms with one thread and 160 ms with two, which wait on each other;
+    a warm quiet ``pytest -m cpu`` took 142 s with torch's two threads and 167 s with one. So one
+    thread is the default only where processes already share the cores: xdist workers."""
     threads = config.stash[THREADS_KEY]
     if threads is not None and RESTORE_THREADS_KEY not in config.stash:
         config.stash[RESTORE_THREADS_KEY] = torch.get_num_threads()

@@ -97,10 +97,11 @@ def checked_golden_dir(config: pytest.Config) -> Path | None:
 
 
 def torch_threads(config: pytest.Config) -> int | None:
-    """``--torch-threads``: a positive count, or None for ``auto`` (torch's own choice)."""
+    """``--torch-threads``: a positive count; ``auto``: one in a pytest-xdist worker (``-n N`` runs N
+    processes, each on a core of its own), else None (torch's own choice)."""
     value = str(config.getoption("torch_threads")).strip().lower()
     if value == "auto":
-        return None
+        return 1 if os.environ.get("PYTEST_XDIST_WORKER") else None
     if not value.isdigit() or int(value) < 1:
         raise pytest.UsageError(f"--torch-threads {value!r}: expected a positive number of threads or 'auto'")
     return int(value)
