@@ -92,14 +92,20 @@ def test_each_engine_is_compiled_once_and_serves_every_call(monkeypatch):
     ulps of the largest logit: the stand-in computes as torch does, in another order of ops)."""
     load_adapter(monkeypatch)
     compiled: list[str] = []
+    calls: dict[str, int] = {}  # engine -> how many times it ran
     real_compile = nvtripy_standin.compile
 
     def counting_compile(func, optimization_level=3, *, args=(), kwargs=None):
-        compiled.append(getattr(func, "__name__", type(func).__name__))
+        name = getattr(func, "__name__", type(func).__name__)
+        compiled.append(name)
         executable = real_compile(func, optimization_level, args=args)
-        calls = executable.calls = []  # type: ignore[attr-defined]
         inner = executable._func
-        executable._func = lambda *inputs: (calls.append(len(inputs)), inner(*inputs))[1]
+
+        def counted(*inputs):
+            calls[name] = calls.get(name, 0) + 1
+            return inner(*inputs)
+
+        executable._func = counted
         return executable
 
     monkeypatch.setattr(nvtripy_standin, "compile", counting_compile)
@@ -123,9 +129,8 @@ def test_each_engine_is_compiled_once_and_serves_every_call(monkeypatch):
                 want = torch.cat(outs, 1)
         assert (got - want).abs().max() <= 4 * torch.finfo(torch.float32).eps * want.abs().max()
     assert compiled == ["prefill", "step"]
-    prefill_engine, step_engine = (runner.decode_engines[p][1] for p in ("prefill", "step"))
     steps = (TINY.block_size - 5) + (TINY.block_size - 9)
-    assert len(prefill_engine.calls) == 2 and len(step_engine.calls) == steps
+    assert calls == {"prefill": 2, "step": steps}
     too_many = runner.decoder.empty_state(tripy.MAX_BATCH + 1)
     with pytest.raises(UnsupportedHere, match="outside the step engine's bounds"):
         runner.step(too_many, torch.zeros(tripy.MAX_BATCH + 1, 1, dtype=torch.long))
@@ -165,7 +170,10 @@ def test_left_padded_ragged_batch_decodes_as_each_row_alone(monkeypatch):
         for i in range(3):
             step_logits, alone_state = runner.step(alone_state, row[None, len(row) - 3 + i:len(row) - 2 + i])
             outs.append(step_logits[0])
-        torch.testing.assert_close(torch.cat(batch_logits[b]), torch.cat(outs), rtol=0, atol=1e-5)
+        # The same engines on the same row, in a batch or alone: the batch and the masked pads may
+        # change only the order of fp32 sums, so 4 fp32 ulps of the largest logit.
+        got, want = torch.cat(batch_logits[b]), torch.cat(outs)
+        assert (got - want).abs().max() <= 4 * torch.finfo(torch.float32).eps * want.abs().max(), b
 
 
 # --- planted decode bugs in the Tripy path ---------------------------------------------------------

@@ -229,7 +229,7 @@ def test_standin_keeps_nvtripy_signatures():
 
 @pytest.mark.parametrize("old, new", [
     ("def softmax(input: Tensor, dim: int | None = None)", "def softmax(input: Tensor, axis: int | None = None)"),
-    ("dim: int = 0) -> tuple[Tensor]:", "dim: int = 1) -> tuple[Tensor]:"),  # split's default
+    ("dim: int = 0) -> tuple[Tensor, ...]:", "dim: int = 1) -> tuple[Tensor, ...]:"),  # split's default
     ("eps: float = 1e-5", "eps: float = 1e-6"),  # LayerNorm's default
     ("def masked_fill(input: Tensor, mask: Tensor, value: numbers.Number)",
      "def masked_fill(input: Tensor, mask: Tensor, value: str)"),  # an annotation nvtripy does not have

@@ -73,8 +73,8 @@ class Tensor:
         return self._dtype
 
     @property
-    def shape(self) -> tuple[IntLike]:
-        return tuple(self._data.shape)  # type: ignore[return-value]  # nvtripy annotates Tuple[IntLike]
+    def shape(self) -> tuple[IntLike, ...]:  # nvtripy's Tuple[IntLike], with the length it means
+        return tuple(self._data.shape)
 
     def eval(self) -> Tensor:
         return self
@@ -154,15 +154,16 @@ def unsqueeze(input: Tensor, dim: int) -> Tensor:
     return Tensor._wrap(input._data.unsqueeze(dim), input.dtype)
 
 
-def split(input: Tensor, num_split_or_sizes: int | Sequence[IntLike], dim: int = 0) -> tuple[Tensor]:
+def split(input: Tensor, num_split_or_sizes: int | Sequence[IntLike], dim: int = 0) -> tuple[Tensor, ...]:
     # An int: that many chunks, the last smaller if the size does not divide (nvtripy's docstring).
     if isinstance(num_split_or_sizes, int):
         size = input._data.shape[dim]
         pieces = input._data.split(-(-size // num_split_or_sizes), dim=dim)
     else:
         pieces = input._data.split([int(s) for s in num_split_or_sizes], dim=dim)
-    # nvtripy annotates the result Tuple[Tensor] (one element); the signature test holds us to it.
-    return tuple(Tensor._wrap(p, input.dtype) for p in pieces)  # type: ignore[return-value]
+    # nvtripy annotates the result Tuple[Tensor] (one element): the signature test compares type
+    # names, so the stand-in says what it means, any number of them.
+    return tuple(Tensor._wrap(p, input.dtype) for p in pieces)
 
 
 def _same_dtype(tensors: Sequence[Tensor], op: str) -> dtype:
