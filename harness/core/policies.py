@@ -293,6 +293,10 @@ register_policy(TolerancePolicy(
     greedy_margin=1e-3,
 ))
 
+# benchmarks/loss_floors.py (torch 2.13, ORT 1.32, CPU), the fast named cases and the kept found inputs;
+# docs/sources.md#loss-floors-of-the-reassociating-and-weight-only-gates.
+REASSOC_LOSS_MEASURED = ("measured without any absolute floor: onnxruntime, torchscript-trace and inductor at <= 0.38 "
+                         "of the bound (onnxruntime and inductor on seed: 8.9e-7 against 2.3e-6)")
 register_policy(TolerancePolicy(
     name="fp32-reassoc",
     description="float32 paths that reorder reductions and fuse ops (torchscript-trace's padded buckets, Neuron, "
@@ -304,12 +308,11 @@ register_policy(TolerancePolicy(
         _fp32_gate("max_abs", 4.0, "max over elements grows with reassociation: 4x eager's error; measured on the "
                    "same 9 models: inductor <= 1.10x eager's max_abs, onnxruntime <= 1.73x (4 layers, weights x4)"),
     ),
-    loss_gates=(Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
-                     plus_logit_rmse=True,
-                     reason="3x eager fp32's loss error and logit rmse + the original export check's 1e-5 + "
-                            + _loss_ulps("fp32", FP32_EPS) + "; measured worst "
-                            "8.9e-7 (onnxruntime, seed: ~2 ulp of a loss of 4.2, 13x eager's 6.7e-8), inductor "
-                            "8.1e-7 (gpt2-124m-shape, 5.8x eager's 1.4e-7)"),),
+    # No absolute floor: the original export check's 1e-5 was 0.9..4.4x the rest of the bound on the
+    # fast named cases (losses ~4, logit rmse ~1e-7), so it, not 3x eager's error, judged there.
+    loss_gates=(Gate("loss_abs", multiplier=3.0, floor_rel=LOSS_ULPS * FP32_EPS, plus_logit_rmse=True,
+                     reason="3x eager fp32's loss error and logit rmse + " + _loss_ulps("fp32", FP32_EPS)
+                            + "; " + REASSOC_LOSS_MEASURED),),
     greedy_margin=1e-3,
 ))
 
@@ -430,10 +433,13 @@ _FAKE_QUANT_ARITHMETIC = (
                "measured modelopt <= 1.10x"),
     _fp32_gate("max_abs", 4.0, "4x the fake-quant reference's own max error; measured modelopt <= 1.56x"),
 )
-_FAKE_QUANT_LOSS = (Gate("loss_abs", multiplier=3.0, floor_abs=ORIGINAL_LOSS_ATOL, floor_rel=LOSS_ULPS * FP32_EPS,
-                         plus_logit_rmse=True,
-                         reason="3x the fake-quant reference's loss error and logit rmse + the original export "
-                                "check's 1e-5 + " + _loss_ulps("fp32", FP32_EPS)),)
+# No absolute floor, as fp32-reassoc's loss gate: the original export check's 1e-5 was 0.9..4.4x the
+# rest of the bound on the fast named cases (docs/sources.md#loss-floors-of-the-reassociating-and-weight-only-gates).
+_FAKE_QUANT_LOSS = (Gate("loss_abs", multiplier=3.0, floor_rel=LOSS_ULPS * FP32_EPS, plus_logit_rmse=True,
+                         reason="3x the fake-quant reference's loss error and logit rmse + "
+                                + _loss_ulps("fp32", FP32_EPS) + "; measured without any absolute floor "
+                                "(benchmarks/loss_floors.py): modelopt-int8/int4-wo, torchao-int8-wo and "
+                                "torch-int4-wo at <= 0.20 of the bound"),)
 
 register_policy(TolerancePolicy(
     name="int8-wo",
