@@ -111,6 +111,7 @@ class ExportTarget(Target):
         self.strict = strict
         self.serdes = serdes
         self.description = description
+        self.program_group = "export" if serdes else None  # it runs export's programs
         # The decode path's two programs (prefill, step): on one variant, for the CPU tier's time.
         self.decodes = decodes
         if decodes:
