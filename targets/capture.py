@@ -4,8 +4,10 @@ program per (tracer, config, variant) and shared by every target that runs that 
 Capturing is the slow part of the export-based targets (1-2 s per program on two cores), and the
 weights are inputs of the program, so one capture serves every model of a config:
 
-- ``export`` and ``export-serdes`` share the non-strict program: ``export-serdes`` round-trips
-  that program through ``torch.export.save``/``load`` instead of exporting again;
+- ``export`` and ``export-serdes`` share the non-strict program: ``export-serdes`` runs that
+  program after ``torch.export.save``/``load`` instead of exporting again. A program loaded from
+  the program cache has been through both already (a run before saved it), so it serves as it is;
+  only a program traced by this process is round-tripped, in memory, once;
 - ``export-strict`` has its own (TorchDynamo-traced) program;
 - ``inductor`` compiles ``FunctionalGPT``, the same wrapper, once per config;
 - ``export``'s decode path has two more programs per config, the prefill and the step
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import os
 import time
 import warnings
@@ -135,13 +138,15 @@ def example_inputs(config, with_targets: bool) -> tuple[torch.Tensor, ...]:
 @dataclass
 class Capture:
     """One program and where it came from: ``"captured"`` (traced now), ``"cache"`` (loaded from
-    the program cache), ``"rebuilt"`` (traced again over a corrupt cache entry) or ``"process"``
-    (already held by this process)."""
+    the program cache), ``"rebuilt"`` (traced again over a corrupt cache entry), ``"round-trip"``
+    (a captured program saved and loaded in memory) or ``"process"`` (already held by this
+    process). ``deserialized``: the program is what ``torch.export.load`` returned."""
 
     program: Any  # torch.export.ExportedProgram
     source: str
     name: str
     seconds: float = 0.0
+    deserialized: bool = False
 
 
 def code_hash() -> str:
@@ -188,10 +193,30 @@ class ProgramStore:
         """``model``'s config traced by ``tracer`` (a key of ``TRACERS``) for ``variant``."""
         key = (tracer, model.config, variant)
         if key in self._programs:
-            held = self._programs[key]
-            return Capture(held.program, "process", held.name)
+            return self._held(key)
         self._programs[key] = self._load_or_trace(tracer, model, variant)
         return self._programs[key]
+
+    def round_tripped(self, tracer: str, model: torch.nn.Module, variant: str) -> Capture:
+        """``export`` after ``torch.export.save`` and ``load``: the program itself where it was
+        loaded from the program cache, else its in-memory round trip, made once per process."""
+        capture = self.export(tracer, model, variant)
+        if capture.deserialized:
+            return capture
+        key = (tracer, model.config, variant + "/round-trip")
+        if key in self._programs:
+            return self._held(key)
+        start = time.perf_counter()
+        buffer = io.BytesIO()
+        torch.export.save(capture.program, buffer)
+        buffer.seek(0)
+        self._programs[key] = Capture(torch.export.load(buffer), "round-trip", capture.name + "/round-trip",
+                                      time.perf_counter() - start, deserialized=True)
+        return self._programs[key]
+
+    def _held(self, key: tuple[str, Any, str]) -> Capture:
+        held = self._programs[key]
+        return Capture(held.program, "process", held.name, deserialized=held.deserialized)
 
     def fields(self, tracer: str, config: Any, variant: str) -> dict[str, str]:
         """Everything a program depends on besides the weights, which are its inputs."""
@@ -211,7 +236,7 @@ class ProgramStore:
         name = f"{tracer}-{variant}-{key[:16]}"
         program, problem = self.cache.load(name, key)
         if program is not None:
-            return Capture(program, "cache", name, time.perf_counter() - start)
+            return Capture(program, "cache", name, time.perf_counter() - start, deserialized=True)
         if problem:
             warnings.warn(ArtifactCacheWarning(f"{self.cache.paths(name)[0]}: {problem}; rebuilding it"), stacklevel=3)
         program = trace(TRACERS[tracer], model, variant)

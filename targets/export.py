@@ -16,13 +16,12 @@ Variants, each its own target:
   program and step program over a static cache (``gpt_conformance.targets.export_decode``),
   two more variants of the same store.
 - ``export-strict``: TorchDynamo-traced strict export.
-- ``export-serdes``: ``export``'s own program round-tripped through ``torch.export.save``/``load``.
+- ``export-serdes``: ``export``'s own program round-tripped through ``torch.export.save``/``load``
+  (``capture.ProgramStore.round_tripped``: a program from the program cache has been already).
 """
 
 from __future__ import annotations
 
-import io
-import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,8 +35,6 @@ from gpt_conformance.targets.export_decode import ExportedDecoder, FunctionalCac
 @dataclass
 class ExportedProgram:
     module: torch.nn.Module
-    export_seconds: float
-    program_bytes: int | None = None
 
 
 class ExportedProgramIgnoresParameters(RuntimeError):
@@ -114,6 +111,7 @@ class ExportTarget(Target):
         self.strict = strict
         self.serdes = serdes
         self.description = description
+        self.program_group = "export" if serdes else None  # it runs export's programs
         # The decode path's two programs (prefill, step): on one variant, for the CPU tier's time.
         self.decodes = decodes
         if decodes:
@@ -137,21 +135,16 @@ class ExportTarget(Target):
         return self._programs[key]
 
     def _export(self, model: torch.nn.Module, variant: str) -> ExportedProgram:
-        start = time.perf_counter()
-        # export-serdes round-trips export's own program: one non-strict capture serves both.
-        capture = PROGRAMS.export("export-strict" if self.strict else "export", model, variant)
-        self.sources[capture.source] += 1
-        ep = capture.program
-        size = None
+        tracer = "export-strict" if self.strict else "export"
         if self.serdes:
             if not hasattr(torch.export, "save") or not hasattr(torch.export, "load"):
                 raise UnsupportedHere(f"torch {torch.__version__} has no torch.export.save/load")
-            buffer = io.BytesIO()
-            torch.export.save(ep, buffer)
-            size = buffer.tell()
-            buffer.seek(0)
-            ep = torch.export.load(buffer)
-        module = ep.module()
+            # export's own program after a save and load: one non-strict capture serves both.
+            capture = PROGRAMS.round_tripped(tracer, model, variant)
+        else:
+            capture = PROGRAMS.export(tracer, model, variant)
+        self.sources[capture.source] += 1
+        module = capture.program.module()
         params = parameters_of(model)
         if variant in DECODE_VARIANTS:
             check_depends_on_parameters(module, model, params, decode_example_inputs(model, variant == "prefill"),
@@ -159,7 +152,7 @@ class ExportTarget(Target):
         else:
             check_depends_on_parameters(module, model, params, example_inputs(model.config, variant == "forward"),
                                         self.name)
-        return ExportedProgram(module, time.perf_counter() - start, size)
+        return ExportedProgram(module)
 
     def prepare(self, model, config):
         if self.decodes:

@@ -106,3 +106,22 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
     assert capture.cache_from_environment().directory == tmp_path / "elsewhere"
     monkeypatch.setenv(capture.CACHE_ENV, "off")
     assert capture.cache_from_environment() is None
+
+
+def test_export_serdes_runs_a_deserialized_program_and_round_trips_only_a_fresh_capture(tmp_path, model):
+    """A program traced by this process is saved and loaded in memory once; one loaded from the
+    program cache went through torch.export.save and load already, and is used as it is."""
+    idx = torch.randint(0, 11, (3, 5))
+    first = store(tmp_path)
+    captured = first.export("export", model, "forward")
+    round_trip = first.round_tripped("export", model, "forward")
+    assert (round_trip.source, round_trip.deserialized) == ("round-trip", True)
+    assert round_trip.program is not captured.program
+    assert first.round_tripped("export", model, "forward").source == "process"  # once per process
+    second = store(tmp_path)
+    loaded = second.export("export", model, "forward")
+    reused = second.round_tripped("export", model, "forward")
+    assert (loaded.source, reused.source, reused.program is loaded.program) == ("cache", "process", True)
+    assert second.captures == 0
+    for program in (round_trip.program, reused.program):
+        torch.testing.assert_close(logits_of(program, model, idx), model(idx, full_logits=True)[0], rtol=0, atol=0)

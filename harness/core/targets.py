@@ -194,6 +194,10 @@ class Target:
     # Known divergences (ExpectedFailure): reported as ``xfail``, and as a red ``xpass`` once they
     # pass. A plugin can add some to a target it did not write: ``registry.expect_failure``.
     expected_failures: tuple[ExpectedFailure, ...] = ()
+    # The target whose per-process programs this one runs (None: its own). ``pytest -n N --dist
+    # loadgroup`` runs a group's tests on one worker, so each program is loaded once
+    # (harness/pytest_plugin/parallel.py).
+    program_group: str | None = None
 
     def probe(self) -> Availability:
         """Can this target run here? Default: every required package imports and the device exists."""

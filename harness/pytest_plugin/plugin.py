@@ -39,9 +39,10 @@ from gpt_conformance.harness.pytest_plugin.validate import (
 from gpt_conformance.harness.report.render import write_session_report
 from gpt_conformance.reference.checkpoint import GPT2_DIR_ENV
 
-# The latency tier's options and fixture, the mapping of library exceptions to outcomes, and the
-# check that every test's outcome agrees with its records.
-pytest_plugins = ["gpt_conformance.harness.pytest_plugin.latency", "gpt_conformance.harness.pytest_plugin.outcomes", "gpt_conformance.harness.pytest_plugin.agreement"]
+# The latency tier's options and fixture, the mapping of library exceptions to outcomes, the
+# check that every test's outcome agrees with its records, and xdist's loadgroup by target.
+pytest_plugins = ["gpt_conformance.harness.pytest_plugin.latency", "gpt_conformance.harness.pytest_plugin.outcomes",
+                  "gpt_conformance.harness.pytest_plugin.agreement", "gpt_conformance.harness.pytest_plugin.parallel"]
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()

@@ -1,0 +1,55 @@
+"""Pytest glue: ``pytest -n N --dist loadgroup`` runs each target's tests on one pytest-xdist worker.
+
+The costly part of many targets is per process and per config, not per test: the export targets
+load or trace one program per (tracer, config, variant), about a second each, and every test of
+a config reuses it (``gpt_conformance.targets.capture``). xdist's ``load`` hands tests to
+whichever worker is free, so each worker ends up loading nearly every program: two workers do
+the loading twice. Under ``--dist loadgroup`` this scheduler keeps a target's tests together
+instead, with the targets that run its programs (``Target.program_group``: ``export-serdes``
+runs ``export``'s), so each program is loaded by one worker.
+
+xdist's own ``loadgroup`` groups by ``@pytest.mark.xdist_group``, which it appends to each test's
+node id; a test of another suite that carries the mark keeps its group here. A test that is
+neither is a group of its own, as under ``load``. The scheduler sees node ids only (the xdist
+controller collects nothing), so a conformance test's target is read from its parameter id,
+which starts with the target's name (``pytest_generate_tests`` parametrizes ``target`` first).
+Latency cases skip under xdist, saying so (``cases/test_latency.py``).
+"""
+
+from __future__ import annotations
+
+import pytest
+from gpt_conformance.harness.core.targets import registry
+
+
+def target_group(nodeid: str, groups: dict[str, str]) -> str | None:
+    """The program group of the target in ``nodeid``'s parameter id (``groups``: target name ->
+    group), the longest target name that the id is or starts with; None for another test."""
+    if "[" not in nodeid:
+        return None
+    param_id = nodeid[nodeid.index("[") + 1:].rstrip("]")
+    names = [name for name in groups if param_id == name or param_id.startswith(name + "-")]
+    return groups[max(names, key=len)] if names else None
+
+
+def scope_of(nodeid: str, groups: dict[str, str]) -> str:
+    """The unit of scheduling that ``nodeid`` belongs to."""
+    if "@" in nodeid:  # xdist_group's suffix: that group, as xdist's loadgroup has it
+        return nodeid.rsplit("@", 1)[-1]
+    group = target_group(nodeid, groups)
+    return f"target:{group}" if group is not None else nodeid
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None  # xdist's own scheduler
+    from xdist.scheduler import LoadScopeScheduling
+
+    groups = {target.name: target.program_group or target.name for target in registry}
+
+    class TargetGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid, groups)
+
+    return TargetGroupScheduling(config, log)

@@ -1,0 +1,49 @@
+"""``pytest -n N --dist loadgroup`` (harness/pytest_plugin/parallel.py): each target's tests run
+on one xdist worker, with the targets that run its programs, so each program is loaded once."""
+
+import json
+
+from gpt_conformance.harness.pytest_plugin.parallel import scope_of, target_group
+
+from tests.runner import run_pytest
+
+GROUPS = {"export": "export", "export-serdes": "export", "export-strict": "export-strict",
+          "modelopt-int8-wo": "modelopt-int8-wo", "eager": "eager", "eager-fp16": "eager-fp16"}
+
+
+def test_the_longest_target_name_that_starts_the_parameter_id_is_the_target():
+    assert target_group("cases/test_parity.py::test_logits_parity[export-serdes-seed]", GROUPS) == "export"
+    assert target_group("cases/test_parity.py::test_logits_parity[export-strict-nanochat-gqa]", GROUPS) == "export-strict"
+    assert target_group("cases/test_parity.py::test_loss_parity[export-one-token]", GROUPS) == "export"
+    assert target_group("cases/test_precision.py::test_quality[modelopt-int8-wo-zen]", GROUPS) == "modelopt-int8-wo"
+    assert target_group("cases/test_precision.py::test_quality_on_zen_text[eager-fp16]", GROUPS) == "eager-fp16"
+    assert target_group("cases/test_tiers.py::test_eager_tier[eager]", GROUPS) == "eager"
+
+
+def test_another_suites_tests_keep_their_own_scope_or_xdist_group():
+    assert target_group("tests/test_x.py::test_y[exporter-1]", GROUPS) is None  # a prefix is not a name
+    assert scope_of("tests/test_x.py::test_y[1-2]", GROUPS) == "tests/test_x.py::test_y[1-2]"
+    assert scope_of("tests/test_x.py::test_y", GROUPS) == "tests/test_x.py::test_y"
+    assert scope_of("tests/test_x.py::test_y[1]@io", GROUPS) == "io"  # @pytest.mark.xdist_group("io")
+    assert scope_of("cases/test_parity.py::test_loss_parity[export-serdes-seed]", GROUPS) == "target:export"
+
+
+def test_two_workers_split_the_targets_and_export_serdes_reuses_exports_programs(tmp_path):
+    report_dir = tmp_path / "reports"
+    run = run_pytest("cases/test_parity.py", "-m", "cpu", "-k", "seed and not nanochat", "-n", "2", "--dist",
+                     "loadgroup", "--target", "export", "--target", "export-serdes", "--target", "eager",
+                     "--target", "eager-fp16", report_dir=report_dir)
+    assert run.proc.returncode == 0, run.proc.stdout[-3000:]
+    workers = {}
+    for path in report_dir.glob("records-*-gw*.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            workers.setdefault(record["target"], set()).add(path.stem.rsplit("-", 1)[-1])
+            if record["target"] == "export-serdes" and record["check"] == "loss":
+                programs = record["target_environment"]["programs"]
+    assert set(workers) == {"export", "export-serdes", "eager", "eager-fp16"}
+    assert all(len(found) == 1 for found in workers.values()), workers  # each target on one worker
+    assert workers["export"] == workers["export-serdes"]
+    assert len(set().union(*workers.values())) == 2  # and both workers had some
+    # export-serdes ran export's program as this worker held it: it loaded and traced none.
+    assert set(programs) <= {"process", "round-trip"}, programs
