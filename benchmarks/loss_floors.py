@@ -39,23 +39,25 @@ FOUND = Path(__file__).resolve().parents[1] / "cases" / "found_examples.json"
 
 
 def inputs():
-    """(name, fp32 model, idx, targets) for every fast named case, then every kept found input."""
+    """(name, fp32 model, idx, targets, Truth) for every fast named case (its golden's truth and eager
+    baseline, as cases/test_parity.py judges it), then every kept found input (computed here, as
+    cases/test_properties.py does)."""
     for spec in ALL_CASES:
         if not spec.slow:
             g = load_golden(spec)
-            yield spec.name, g.model, g.idx, g.targets
+            yield spec.name, g.model, g.idx, g.targets, Truth(g.logits64, g.loss64, g.logits32, g.loss32)
     for found in json.loads(FOUND.read_text()):
         inp = InputCase.from_dict(found["input"])
-        yield found["name"], build_model(ModelCase.from_dict(found["model"])), inp.tensor("idx"), inp.tensor("targets")
+        model, idx, targets = build_model(ModelCase.from_dict(found["model"])), inp.tensor("idx"), inp.tensor("targets")
+        yield found["name"], model, idx, targets, Truth(*REFERENCES.outputs(model, idx, targets))
 
 
-def loss_gate_result(target, model, idx, targets):
+def loss_gate_result(target, model, idx, targets, truth):
     """(the harness's loss GateResult, the Gate that produced it) for one input."""
     runnable = target.prepare(model, model.config)
     logits, loss = run_checked(runnable, target, model.config, idx, targets)
     policy = get_policy(target.precision)
     if low_precision_of(target) is None:
-        truth = Truth(*REFERENCES.outputs(model, idx, targets))
         verdict = parity_verdicts(target, truth, logits, loss)[1]
         gate = policy.loss_gates[0]
     else:
@@ -78,12 +80,12 @@ def main(names: list[str]) -> int:
         if not available:
             print(f"{name} | - | cannot run here: {available.reason}")
             continue
-        for case, model, idx, targets in inputs():
+        for case, model, idx, targets, truth in inputs():
             if not target.capabilities.accepts(*idx.shape):
                 print(f"{name} | {case} | not accepted: shape {tuple(idx.shape)}")
                 continue
             try:
-                verdict, gate = loss_gate_result(target, model, idx, targets)
+                verdict, gate = loss_gate_result(target, model, idx, targets, truth)
             except Exception as exc:  # a target that cannot take this model: say so, go on
                 print(f"{name} | {case} | not run: {type(exc).__name__}: {str(exc)[:120]}")
                 continue
