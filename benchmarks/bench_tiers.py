@@ -11,7 +11,8 @@ Runs each tier as its own pytest process from the repository root, exactly as a 
 ``pytest cases/test_parity.py --target export -k "nanochat-seed and loss"``, against the same check
 as a plain script, ``benchmarks/plain_check.py``, with the medians and their ratio)
 
-and prints, per tier: the wall time and the outcome counts; the ten slowest tests (JUnit XML);
+and prints, per tier: the wall time and the outcome counts; the ten slowest tests and the
+seconds per test function (JUnit XML);
 and the seconds each target spent per phase (``prepare``: compile or export; ``run``: its calls;
 ``reference``: the fp64 and same-dtype references judged against), from the ``timings-*.json``
 the plugin writes beside the records; and the records by kind (check and status) and by target
@@ -84,6 +85,14 @@ def report(result: dict) -> None:
     print("ten slowest tests:")
     for name, seconds in sorted(result["tests"], key=lambda t: -t[1])[:10]:
         print(f"  {seconds:8.2f} s  {name}")
+    per_function: Counter = Counter()
+    items: Counter = Counter()
+    for name, seconds in result["tests"]:
+        per_function[name.split("[", 1)[0]] += seconds
+        items[name.split("[", 1)[0]] += 1
+    print(f"seconds per test function, summed over its items (all: {sum(per_function.values()):.1f} s):")
+    for name, seconds in per_function.most_common(15):
+        print(f"  {seconds:8.2f} s  {items[name]:5d} items  {name}")
     print("seconds per target and phase (prepare = compile or export; run = its calls; reference = fp64 and "
           "same-dtype references):")
     print(f"  {'target':<24} {'prepare':>9} {'run':>9} {'reference':>10}")

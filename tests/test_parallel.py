@@ -2,22 +2,28 @@
 on one xdist worker, with the targets that run its programs, so each program is loaded once."""
 
 import json
+import subprocess
+import sys
 
+from gpt_conformance.harness.core.targets import registry
 from gpt_conformance.harness.pytest_plugin.parallel import scope_of, target_group
 
-from tests.runner import run_pytest
+from tests.runner import ROOT, run_pytest
 
 GROUPS = {"export": "export", "export-serdes": "export", "export-strict": "export-strict",
           "modelopt-int8-wo": "modelopt-int8-wo", "eager": "eager", "eager-fp16": "eager-fp16"}
 
 
-def test_the_longest_target_name_that_starts_the_parameter_id_is_the_target():
+def test_the_longest_target_name_among_the_parameter_ids_parts_is_the_target():
     assert target_group("cases/test_parity.py::test_logits_parity[export-serdes-seed]", GROUPS) == "export"
     assert target_group("cases/test_parity.py::test_logits_parity[export-strict-nanochat-gqa]", GROUPS) == "export-strict"
     assert target_group("cases/test_parity.py::test_loss_parity[export-one-token]", GROUPS) == "export"
     assert target_group("cases/test_precision.py::test_quality[modelopt-int8-wo-zen]", GROUPS) == "modelopt-int8-wo"
     assert target_group("cases/test_precision.py::test_quality_on_zen_text[eager-fp16]", GROUPS) == "eager-fp16"
     assert target_group("cases/test_tiers.py::test_eager_tier[eager]", GROUPS) == "eager"
+    # The target is not always the first part: the greedy cases put the case first.
+    assert target_group("cases/test_greedy.py::test_zen_greedy[zen-export-serdes-Flat is]", GROUPS) == "export"
+    assert target_group("cases/test_greedy.py::test_zen_greedy[zen-nanochat-eager-fp16-Flat is]", GROUPS) == "eager-fp16"
 
 
 def test_another_suites_tests_keep_their_own_scope_or_xdist_group():
@@ -47,3 +53,14 @@ def test_two_workers_split_the_targets_and_export_serdes_reuses_exports_programs
     assert len(set().union(*workers.values())) == 2  # and both workers had some
     # export-serdes ran export's program as this worker held it: it loaded and traced none.
     assert set(programs) <= {"process", "round-trip"}, programs
+
+
+def test_every_conformance_test_of_the_cpu_tier_is_grouped_by_its_target():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "cases", "-m", "cpu", "--collect-only", "-q",
+                           "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, check=False)
+    nodeids = [line for line in proc.stdout.splitlines() if line.startswith("cases/")]
+    assert len(nodeids) > 100, proc.stdout[-2000:]
+    groups = {target.name: target.program_group or target.name for target in registry}
+    per_tier = "cases/test_tiers.py::test_tier_has_runnable_target["  # one per tier, not per target
+    ungrouped = [nodeid for nodeid in nodeids if target_group(nodeid, groups) is None and not nodeid.startswith(per_tier)]
+    assert not ungrouped, ungrouped[:10]

@@ -11,8 +11,9 @@ runs ``export``'s), so each program is loaded by one worker.
 xdist's own ``loadgroup`` groups by ``@pytest.mark.xdist_group``, which it appends to each test's
 node id; a test of another suite that carries the mark keeps its group here. A test that is
 neither is a group of its own, as under ``load``. The scheduler sees node ids only (the xdist
-controller collects nothing), so a conformance test's target is read from its parameter id,
-which starts with the target's name (``pytest_generate_tests`` parametrizes ``target`` first).
+controller collects nothing), so a conformance test's target is read from its parameter id, where
+the target's name is one of the ``-``-joined parts (``test_zen_greedy[zen-eager-Flat is]``). A
+wrong reading would cost time only, never a verdict: grouping decides where a test runs, not how.
 Latency cases skip under xdist, saying so (``cases/test_latency.py``).
 """
 
@@ -24,11 +25,12 @@ from gpt_conformance.harness.core.targets import registry
 
 def target_group(nodeid: str, groups: dict[str, str]) -> str | None:
     """The program group of the target in ``nodeid``'s parameter id (``groups``: target name ->
-    group), the longest target name that the id is or starts with; None for another test."""
+    group): the longest target name that is a run of the id's ``-``-joined parts; None for
+    another test."""
     if "[" not in nodeid:
         return None
-    param_id = nodeid[nodeid.index("[") + 1:].rstrip("]")
-    names = [name for name in groups if param_id == name or param_id.startswith(name + "-")]
+    param_id = "-" + nodeid[nodeid.index("[") + 1:].rstrip("]") + "-"
+    names = [name for name in groups if f"-{name}-" in param_id]
     return groups[max(names, key=len)] if names else None
 
 
