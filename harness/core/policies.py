@@ -13,7 +13,7 @@ carries its metrics, each gate's bound, and the smallest tolerance that would ha
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 # torch.testing.assert_close's float32 rtol (torch/testing/_comparison.py).
 FP32_RTOL = 1.3e-6
@@ -37,6 +37,9 @@ BF16_EPS = 2.0**-7
 # floor before, was 3.9..22x eager's rmse and let an error of 16 fp32 ulps on every logit pass.
 FP32_RMSE_FLOOR = FP32_EPS / 8
 FP32_MAX_ABS_FLOOR = FP32_EPS / 2
+# Outputs this small get a gate's small_output_multiplier, where it has one (dynamo's same(), torch
+# 2.13: "noise might dominate our error metric for smaller tensors"; 10x at <= 10 elements).
+SMALL_OUTPUT_NUMEL = 10
 FP32_FLOORS = {"rmse": FP32_RMSE_FLOOR, "max_abs": FP32_MAX_ABS_FLOOR}
 FP32_FLOOR_REASONS = {"rmse": "eps/8 of the logit range (twice the rms of rounding the outputs to fp32)",
                       "max_abs": "eps/2 of the logit range (half an fp32 ulp of the largest logit: the output's "
@@ -77,6 +80,14 @@ class Gate:
     # be near 0 by chance: the nightly search found it at 1.1e-7 beside a logit rmse of 8.8e-4, and
     # a correct inductor 420x off it (docs/sources.md#fp32-classes).
     plus_logit_rmse: bool = False
+    # The multiplier on outputs of at most SMALL_OUTPUT_NUMEL elements (0: ``multiplier`` there too).
+    # A few elements' error is a sample of a few roundings, as far below its typical size as luck
+    # puts it: dynamo's same() (torch 2.13, use_larger_multiplier_for_smaller_tensor) uses 10x there.
+    small_output_multiplier: float = 0.0
+
+    def multiplier_for(self, numel: float) -> float:
+        small = self.small_output_multiplier and numel <= SMALL_OUTPUT_NUMEL
+        return self.small_output_multiplier if small else self.multiplier
 
     def bound(self, baseline: float, scale: float) -> float:
         """``scale`` is max|truth| for a logit gate and |truth loss| for a loss gate."""
@@ -202,6 +213,7 @@ def _judge(check: str, policy: TolerancePolicy, gates: tuple[Gate, ...], metrics
             ungated.append(f"{gate.metric} not gated below {gate.min_numel} elements (got {int(metrics['numel'])})")
             continue
         value = metrics[gate.metric]
+        gate = replace(gate, multiplier=gate.multiplier_for(metrics.get("numel", math.inf)))
         relative = gate.direction == "max" and gate.multiplier > 0
         base = baseline.get(gate.metric) if relative else None
         if relative and base is None:
@@ -428,10 +440,17 @@ register_policy(TolerancePolicy(
 ))
 
 # Level 1 for weight-only targets: the same as fp32-reassoc, against the fake-quant reference.
+# On outputs of at most SMALL_OUTPUT_NUMEL logits, 10x (dynamo same()'s small-tensor multiplier):
+# measured (benchmarks/small_output_yardstick.py, AVX-512 CPU) with the yardstick pooled over inputs
+# (precision.pooled_logit_baseline), correct weight-only targets reached 6.2x there, and 1.85x on
+# larger outputs. docs/sources.md#small-outputs-yardstick.
+SMALL_OUTPUT_REASON = ("; 10x on outputs of <= 10 logits (dynamo same()'s small-tensor multiplier, torch 2.13): "
+                       "measured correct weight-only targets <= 6.2x there, with the yardstick pooled over 9 inputs")
 _FAKE_QUANT_ARITHMETIC = (
-    _fp32_gate("rmse", 3.0, "3x the fake-quant reference's own error in its compute dtype (dynamo same()); "
-               "measured modelopt <= 1.10x"),
-    _fp32_gate("max_abs", 4.0, "4x the fake-quant reference's own max error; measured modelopt <= 1.56x"),
+    replace(_fp32_gate("rmse", 3.0, "3x the fake-quant reference's own error in its compute dtype (dynamo same()); "
+                       "measured modelopt <= 1.10x" + SMALL_OUTPUT_REASON), small_output_multiplier=10.0),
+    replace(_fp32_gate("max_abs", 4.0, "4x the fake-quant reference's own max error; measured modelopt <= 1.56x"
+                       + SMALL_OUTPUT_REASON), small_output_multiplier=10.0),
 )
 # No absolute floor, as fp32-reassoc's loss gate: the original export check's 1e-5 was 0.9..4.4x the
 # rest of the bound on the fast named cases (docs/sources.md#loss-floors-of-the-reassociating-and-weight-only-gates).
