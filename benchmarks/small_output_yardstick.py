@@ -91,7 +91,7 @@ def main(args: list[str]) -> int:
             print(f"{name} | {case.family} V={case.config.vocab_size} C={case.config.n_embd} L={case.config.n_layer} "
                   f"T={tokens} std={case.weight_std} | {logits.numel()} logits | " + " | ".join(cells), flush=True)
         print(f"WORST {name}: " + ", ".join(
-            f"{metric} {kind}{' (>= %d logits)' % LARGE if large else ''} {worst[(kind, metric, large)]:.2f}"
+            f"{metric} {kind}{f' (>= {LARGE} logits)' if large else ''} {worst[(kind, metric, large)]:.2f}"
             for metric in METRICS for kind in ("one", "pooled") for large in (0, 1)), flush=True)
     return 0
 

@@ -21,6 +21,7 @@ from gpt_conformance.harness.core.policies import SMALL_OUTPUT_NUMEL, get_policy
 from gpt_conformance.harness.core.quant import dequantized_weights
 from gpt_conformance.harness.core.targets import TargetRegistry
 from gpt_conformance.reference.nanochat import NanochatConfig
+
 from tests.test_torch_int4 import OffsetDropped, ScalesNotTransposed
 
 FIRST_DRAWN = ModelCase(NanochatConfig(sequence_len=1, vocab_size=2, n_layer=1, n_head=1, n_kv_head=1, n_embd=32))
