@@ -10,6 +10,7 @@ import pytest
 import torch
 from gpt_conformance.harness.checks.conformance import run_checked
 from gpt_conformance.harness.checks.precision import (
+    POOLED_BELOW,
     arithmetic_reference,
     low_precision_of,
     output_arithmetic_verdicts,
@@ -74,3 +75,9 @@ def test_the_small_output_multiplier_applies_up_to_ten_logits():
     for gate in get_policy("int4-wo").arithmetic_gates:
         assert gate.multiplier_for(SMALL_OUTPUT_NUMEL) == 10.0
         assert gate.multiplier_for(SMALL_OUTPUT_NUMEL + 1) == gate.multiplier < 10.0
+
+
+def test_outputs_of_a_thousand_logits_keep_the_one_input_yardstick():
+    """No extra reference passes on large outputs (a GPT-2-shaped one would cost 8 fp64 forward passes)."""
+    baseline = {"numel": float(POOLED_BELOW), "rmse": 1e-7, "max_abs": 1e-6}
+    assert pooled_logit_baseline(build_model(FIRST_DRAWN), {}, torch.float32, IDX, baseline) is baseline
