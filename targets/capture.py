@@ -140,13 +140,12 @@ class Capture:
     """One program and where it came from: ``"captured"`` (traced now), ``"cache"`` (loaded from
     the program cache), ``"rebuilt"`` (traced again over a corrupt cache entry), ``"round-trip"``
     (a captured program saved and loaded in memory) or ``"process"`` (already held by this
-    process). ``deserialized``: the program is what ``torch.export.load`` returned."""
+    process)."""
 
     program: Any  # torch.export.ExportedProgram
     source: str
     name: str
     seconds: float = 0.0
-    deserialized: bool = False
 
 
 def code_hash() -> str:
@@ -201,7 +200,7 @@ class ProgramStore:
         """``export`` after ``torch.export.save`` and ``load``: the program itself where it was
         loaded from the program cache, else its in-memory round trip, made once per process."""
         capture = self.export(tracer, model, variant)
-        if capture.deserialized:
+        if self._programs[(tracer, model.config, variant)].source == "cache":  # torch.export.load's
             return capture
         key = (tracer, model.config, variant + "/round-trip")
         if key in self._programs:
@@ -211,12 +210,12 @@ class ProgramStore:
         torch.export.save(capture.program, buffer)
         buffer.seek(0)
         self._programs[key] = Capture(torch.export.load(buffer), "round-trip", capture.name + "/round-trip",
-                                      time.perf_counter() - start, deserialized=True)
+                                      time.perf_counter() - start)
         return self._programs[key]
 
     def _held(self, key: tuple[str, Any, str]) -> Capture:
         held = self._programs[key]
-        return Capture(held.program, "process", held.name, deserialized=held.deserialized)
+        return Capture(held.program, "process", held.name)
 
     def fields(self, tracer: str, config: Any, variant: str) -> dict[str, str]:
         """Everything a program depends on besides the weights, which are its inputs."""
@@ -236,7 +235,7 @@ class ProgramStore:
         name = f"{tracer}-{variant}-{key[:16]}"
         program, problem = self.cache.load(name, key)
         if program is not None:
-            return Capture(program, "cache", name, time.perf_counter() - start, deserialized=True)
+            return Capture(program, "cache", name, time.perf_counter() - start)
         if problem:
             warnings.warn(ArtifactCacheWarning(f"{self.cache.paths(name)[0]}: {problem}; rebuilding it"), stacklevel=3)
         program = trace(TRACERS[tracer], model, variant)

@@ -5,8 +5,7 @@ import json
 import subprocess
 import sys
 
-from gpt_conformance.harness.core.targets import registry
-from gpt_conformance.harness.pytest_plugin.parallel import scope_of, target_group
+from gpt_conformance.harness.pytest_plugin.parallel import program_groups, scope_of, target_group
 
 from tests.runner import ROOT, run_pytest
 
@@ -60,7 +59,7 @@ def test_every_conformance_test_of_the_cpu_tier_is_grouped_by_its_target():
                            "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, check=False)
     nodeids = [line for line in proc.stdout.splitlines() if line.startswith("cases/")]
     assert len(nodeids) > 100, proc.stdout[-2000:]
-    groups = {target.name: target.program_group or target.name for target in registry}
+    groups = program_groups()
     per_tier = "cases/test_tiers.py::test_tier_has_runnable_target["  # one per tier, not per target
     ungrouped = [nodeid for nodeid in nodeids if target_group(nodeid, groups) is None and not nodeid.startswith(per_tier)]
     assert not ungrouped, ungrouped[:10]

@@ -23,6 +23,11 @@ import pytest
 from gpt_conformance.harness.core.targets import registry
 
 
+def program_groups() -> dict[str, str]:
+    """Each registered target's name -> its program group (its own name where it declares none)."""
+    return {target.name: target.program_group or target.name for target in registry}
+
+
 def target_group(nodeid: str, groups: dict[str, str]) -> str | None:
     """The program group of the target in ``nodeid``'s parameter id (``groups``: target name ->
     group): the longest target name that is a run of the id's ``-``-joined parts; None for
@@ -48,7 +53,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return None  # xdist's own scheduler
     from xdist.scheduler import LoadScopeScheduling
 
-    groups = {target.name: target.program_group or target.name for target in registry}
+    groups = program_groups()
 
     class TargetGroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
