@@ -106,3 +106,27 @@ def test_gpt2_sized_shapes_run_nightly_and_slow_runs_keep_one_parity_case(pytest
     assert {"test_logits_parity[eager-gpt2-124m-shape]", "test_loss_parity[export-strict-gpt2-124m-shape]",
             "test_arithmetic[modelopt-int8-wo-gpt2-124m-shape]",
             "test_forward_latency[eager-gpt2-small-1x128]"} <= set(nightly), nightly
+
+
+def test_two_tests_of_one_id_are_a_usage_error_naming_their_targets(pytester, tmp_path):
+    # eager on case "fp16-x" and eager-fp16 on case "x" are both [eager-fp16-x]: pytest-xdist would
+    # run one of them and drop the other without a word.
+    pytester.makepyfile("""
+        import pytest
+
+        pytestmark = pytest.mark.gpt_conformance
+
+        @pytest.mark.parametrize("case", ["fp16-x", "x"])
+        def test_case(target, case):
+            pass
+    """)
+    result = pytester.runpytest_inprocess("--co", "-q", "-m", "cpu", f"--report-dir={tmp_path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_case[[]eager-fp16-x[]] (targets eager and eager-fp16)*rename one of the targets"])
+
+
+def test_the_shipped_tests_have_one_id_each(pytester, tmp_path):
+    result = pytester.runpytest_inprocess(str(ROOT / "cases"), "--co", "-q", f"--report-dir={tmp_path}")
+    assert result.ret == pytest.ExitCode.OK
+    items = collected(result)
+    assert len(items) == len(set(items)) > 1000

@@ -15,7 +15,7 @@ from gpt_conformance.reference.cases import named_case
 from tests.runner import ROOT, run_pytest
 
 EXAMPLE_SRC = ROOT / "examples" / "gpt-conformance-example-target" / "src"
-NANOCHAT_TARGET = "example-numpy-nanochat"
+NANOCHAT_TARGET = "example-nanochat-numpy"
 NANOGPT_ONLY = "target supports model families ['nanochat'], not 'nanogpt'"
 
 

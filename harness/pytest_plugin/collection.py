@@ -66,3 +66,16 @@ def without_tests(items: list[pytest.Item], empty: set[str]) -> list[pytest.Item
     empty: pytest makes one item for such a test, which would skip as "got empty parameter set",
     while no target applies to it here."""
     return [item for item in items if item.nodeid.split("[", 1)[0] not in empty]
+
+
+def shared_ids(items: list[pytest.Item]) -> dict[str, list[str]]:
+    """Node ids that more than one conformance item has, each with its items' target names. pytest
+    joins a test's parameter ids with ``-``, so target ``a`` on case ``b-c`` and target ``a-b`` on
+    case ``c`` are both ``[a-b-c]``: a serial run runs both, but pytest-xdist schedules by node id
+    and runs one of them, and ``-k``, JUnit and ``--lf`` cannot tell them apart."""
+    targets: dict[str, list[str]] = {}
+    for item in items:
+        target = getattr(item, "callspec", None) and item.callspec.params.get("target")
+        if isinstance(target, Target):
+            targets.setdefault(item.nodeid, []).append(target.name)
+    return {nodeid: names for nodeid, names in targets.items() if len(names) > 1}

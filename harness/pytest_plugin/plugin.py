@@ -24,7 +24,7 @@ from gpt_conformance.harness.checks.session import ConformanceSession, Options
 from gpt_conformance.harness.core.records import RecordWriter
 from gpt_conformance.harness.core.targets import Target, registry
 from gpt_conformance.harness.pytest_plugin import hookspecs, profiles  # noqa: F401  (profiles registers Hypothesis settings)
-from gpt_conformance.harness.pytest_plugin.collection import targets_for, without_tests
+from gpt_conformance.harness.pytest_plugin.collection import shared_ids, targets_for, without_tests
 from gpt_conformance.harness.pytest_plugin.markers import MARKERS, is_conformance_test
 from gpt_conformance.harness.pytest_plugin.path_options import refuse_spaced_path_options
 from gpt_conformance.harness.pytest_plugin.validate import (
@@ -248,6 +248,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         use_torch_threads(config)
     if config.stash.get(NO_TARGET_APPLIES, None):
         items[:] = without_tests(items, config.stash[NO_TARGET_APPLIES])
+    shared = shared_ids(items)
+    if shared:
+        nodeid, names = next(iter(shared.items()))
+        raise pytest.UsageError(f"gpt-conformance: {len(shared)} test id(s) name two tests, e.g. {nodeid} "
+                                f"(targets {' and '.join(names)}): their names and case ids join into one id; rename one of "
+                                "the targets")
     if config.stash[REPRO_KEY] is None:
         deselect(config, items, "repro")
     if config.getoption("list_targets"):

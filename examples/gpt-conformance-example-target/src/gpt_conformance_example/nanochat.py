@@ -1,4 +1,4 @@
-"""``example-numpy-nanochat``: nanochat's GPT forward pass written in NumPy float32, and only that.
+"""``example-nanochat-numpy``: nanochat's GPT forward pass written in NumPy float32, and only that.
 
 A target of one model family declares it (``Capabilities(families=frozenset({"nanochat"}))``): the
 harness then hands it nanochat models only, in named parity, property searches, pinned examples
@@ -67,7 +67,7 @@ def forward(weights: dict, config: NanochatConfig, idx: np.ndarray) -> np.ndarra
 
 
 class NumpyNanochatTarget(Target):
-    name = "example-numpy-nanochat"
+    name = "example-nanochat-numpy"
     precision = NUMPY_POLICY.name
     description = "nanochat's forward pass in NumPy float32 (example third-party target of one model family)"
     requirements = Requirements(packages=(("numpy", None),), device="cpu")
