@@ -1,6 +1,6 @@
 """Proof that the latency tier sees a slow target, measures eager even when only another target
-is selected, gates regressions through pytest-benchmark, says so when xdist disables it, and
-never times a wrong answer.
+is selected, gates regressions through pytest-benchmark, times it under xdist too (where
+pytest-benchmark does not), says so when timing is disabled, and never times a wrong answer.
 
 Each test runs the real latency cases in a subprocess, as a user would, on the tiny shapes only.
 """
@@ -8,6 +8,7 @@ Each test runs the real latency cases in a subprocess, as a user would, on the t
 import json
 
 import pytest
+from gpt_conformance.harness.checks.latency import HARNESS_TIMER
 
 from tests.planted_latency import PLANTED_SLOW
 from tests.runner import run_pytest
@@ -90,13 +91,24 @@ def test_regression_gate_fails_on_a_slowdown(tmp_path, quiet_threads):
     assert "Performance has regressed" in compared.stdout + compared.stderr
 
 
-def test_xdist_disables_benchmarks_and_the_tier_says_so(tmp_path, quiet_threads):
-    proc, records, _ = run_pytest(*TINY_FORWARD, "--target", PLANTED_SLOW.name, "-n", "1",
+def test_under_xdist_the_harness_times_the_slow_target_and_says_so(tmp_path, quiet_threads):
+    proc, records, _ = run_pytest(*TINY_FORWARD, "--target", PLANTED_SLOW.name, "-n", "2",
+                               report_dir=tmp_path / "records")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "each latency case ran alone, timed by the harness" in proc.stdout
+    (record,) = latency_records(records, PLANTED_SLOW.name).values()
+    assert record["status"] == "pass", record["message"]
+    assert record["latency"]["timer"] == HARNESS_TIMER
+    assert record["latency"]["ratio_vs_eager"] > 2 and record["latency"]["ratio_q1"] > 1
+
+
+def test_benchmark_disable_skips_the_tier_saying_so(tmp_path, quiet_threads):
+    proc, records, _ = run_pytest(*TINY_FORWARD, "--target", PLANTED_SLOW.name, "--benchmark-disable",
                                report_dir=tmp_path / "records")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "pytest-benchmark is disabled" in proc.stdout and "1 skipped" in proc.stdout
     (record,) = latency_records(records, PLANTED_SLOW.name).values()
-    assert record["status"] == "skip" and "xdist" in record["message"]
+    assert record["status"] == "skip" and "--benchmark-disable" in record["message"]
     assert "latency" not in record
 
 

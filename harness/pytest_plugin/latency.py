@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 from gpt_conformance.harness.checks.latency import PROFILE_ENV, PROFILES, LatencySettings
 from gpt_conformance.harness.core.peak_flops import parse_peak_option
+from gpt_conformance.harness.pytest_plugin import quiet
 from gpt_conformance.harness.pytest_plugin.profiles import NIGHTLY
 
 SETTINGS_KEY = pytest.StashKey[LatencySettings]()
@@ -38,6 +40,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def latency_settings(request: pytest.FixtureRequest) -> LatencySettings:
-    return request.config.stash[SETTINGS_KEY]
+    """The run's settings; under xdist, where this worker runs each latency case alone and the user
+    did not turn timing off, the harness times the rounds (pytest-benchmark does not under xdist)."""
+    settings = request.config.stash[SETTINGS_KEY]
+    alone = quiet.DIR_KEY in request.config.stash and not request.config.getoption("benchmark_disable", False)
+    return dataclasses.replace(settings, harness_timer=alone)
 
 
