@@ -4,7 +4,8 @@ targets that decode, prefill latency and tokens/s through the KV cache (one pref
 Each case times one target with pytest-benchmark (warm-up excluded) and the eager baseline next to
 it, and records the ratio to eager with its IQR, MFU and the time to first result. No assertion
 on a time: gate regressions with ``--benchmark-compare-fail`` against a saved baseline (README,
-"Latency"). Under xdist pytest-benchmark disables itself, and these cases skip saying so.
+"Latency"). Under xdist, where pytest-benchmark disables itself, each case runs alone and the
+harness times it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from gpt_conformance.reference.model import GPT, GPTConfig
 from gpt_conformance.reference.train import load_zen_model
 from gpt_conformance.targets.eager import EagerTarget
 
-pytestmark = [pytest.mark.gpt_conformance, pytest.mark.latency]  # harness/pytest_plugin/markers.py
+# Under xdist --dist loadgroup the latency cases run one after another on one worker, alone: the
+# other workers' tests are waited for once (harness/pytest_plugin/quiet.py).
+pytestmark = [pytest.mark.gpt_conformance, pytest.mark.latency,  # harness/pytest_plugin/markers.py
+              pytest.mark.xdist_group("latency")]
 
 # The tiny model is the shipped Zen-of-Python char model (reference/zen/: vocab 45, 2 layers of
 # width 64, block 64); the other shapes are seeded random models of the named architectures.

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from gpt_conformance.harness.checks.latency import HARNESS_TIMER
-from gpt_conformance.harness.pytest_plugin.quiet import running
+from gpt_conformance.harness.pytest_plugin.quiet import RunLock
 
 from tests.runner import run_pytest
 
@@ -16,12 +16,14 @@ pytest_plugins = ["pytester"]
 
 def spans_in_thread(directory, alone: bool, spans: dict, name: str, seconds: float, entered=None):
     def run():
-        with running(directory, alone):
-            spans[name] = [time.monotonic()]
-            if entered is not None:
-                entered.set()
-            time.sleep(seconds)
-            spans[name].append(time.monotonic())
+        lock = RunLock(directory)
+        lock.acquire(alone)
+        spans[name] = [time.monotonic()]
+        if entered is not None:
+            entered.set()
+        time.sleep(seconds)
+        spans[name].append(time.monotonic())
+        lock.release()
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -75,11 +77,12 @@ def spans_under_xdist(pytester, *args: str) -> list[list]:
             span(f"busy{{i}}")
 
         @pytest.mark.latency
+        @pytest.mark.xdist_group("latency")
         @pytest.mark.parametrize("i", range(3))
         def test_timed(i):
             span(f"timed{{i}}")
     """)
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", f"--report-dir={pytester.path}", *args)
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider", f"--report-dir={pytester.path}", *args)
     assert result.ret == pytest.ExitCode.OK
     spans = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(spans) == 15
@@ -93,7 +96,12 @@ def beside_latency(spans: list[list]) -> list[str]:
 
 
 def test_under_xdist_no_conformance_test_runs_beside_a_latency_case(pytester):
-    assert beside_latency(spans_under_xdist(pytester)) == []
+    spans = spans_under_xdist(pytester)
+    assert beside_latency(spans) == []
+    # One group, one worker, the lock kept from case to case: nothing starts between them.
+    timed = [s for s in spans if s[0].startswith("timed")]
+    first, last = min(s[1] for s in timed), max(s[2] for s in timed)
+    assert [s[0] for s in spans if first <= s[1] <= last and not s[0].startswith("timed")] == []
     # The control: without the lock, the two workers' tests overlap.
     assert beside_latency(spans_under_xdist(pytester, "-p", "no:gpt_conformance.harness.pytest_plugin.quiet"))
 

@@ -20,7 +20,9 @@ MARKERS = (
     "trn1: needs an AWS Trainium device (Neuron tier)",
     "slow: takes more than a few seconds; GPT-2-sized shapes",
     "nightly: GPT-2-sized shapes on every target, with --nightly; nightly(keep_target=NAME) keeps that one target's test in every --slow run",
-    "latency: pytest-benchmark timing cases",
+    "latency: timing cases (pytest-benchmark; under xdist each runs alone, timed by the harness)",
+    # pytest-xdist's own marker, used by cases/test_latency.py, registered here too for runs without xdist.
+    "xdist_group(name): pytest-xdist's --dist loadgroup runs the tests of one group on one worker",
     "repro: replays one property example given with --repro (deselected without it)",
 )
 

@@ -12,7 +12,9 @@ their next test when it has. Its rounds are then timed by the harness
 The lock is ``fcntl.flock`` on a file in a directory the xdist controller makes for the run and
 removes at its end. A latency case first takes a turnstile that each test passes through before its
 shared lock, so a case waiting for the lock is not overtaken by the next tests of the other
-workers. Only a run that collected conformance tests takes locks: another suite in the venv runs
+workers. The latency cases are one xdist group (``cases/test_latency.py``), so under ``--dist
+loadgroup`` they run one after another on one worker, which keeps the lock from one to the next:
+the other workers' tests are waited for once, not before each case. Only a run that collected conformance tests takes locks: another suite in the venv runs
 under xdist as it always did. Where ``fcntl`` is missing (Windows) the latency cases skip under
 xdist, saying so. A serial run takes no lock.
 """
@@ -22,8 +24,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,7 @@ except ImportError:  # Windows
 
 DIR_INPUT = "gpt_conformance_quiet_dir"  # xdist workerinput: the run's lock directory
 DIR_KEY = pytest.StashKey[Path]()
+LOCK_KEY = pytest.StashKey["RunLock"]()
 UNUSED_FIXTURE_WARNING = "Benchmark fixture was not used at all in this test"
 
 
@@ -45,28 +46,40 @@ def available() -> bool:
     return fcntl is not None and bool(os.environ.get("PYTEST_XDIST_WORKER"))
 
 
-@contextmanager
-def held(path: Path, mode: int) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, mode)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+class RunLock:
+    """The run's lock as one worker holds it: shared, or alone (exclusive, with the turnstile)."""
+
+    def __init__(self, directory: Path):
+        self.lock, self.turnstile = directory / "lock", directory / "turnstile"
+        self.handles: list = []  # open files whose flocks are held
+        self.alone: bool | None = None
+
+    def acquire(self, alone: bool) -> None:
+        if self.alone == alone:
+            return
+        self.release()
+        if alone:
+            self.handles.append(flocked(self.turnstile, fcntl.LOCK_EX))
+            self.handles.append(flocked(self.lock, fcntl.LOCK_EX))
+        else:
+            flocked(self.turnstile, fcntl.LOCK_EX).close()  # not past a latency case that waits for the lock
+            self.handles.append(flocked(self.lock, fcntl.LOCK_SH))
+        self.alone = alone
+
+    def release(self) -> None:
+        for handle in reversed(self.handles):
+            handle.close()  # closing the file drops its flock
+        self.handles, self.alone = [], None
 
 
-@contextmanager
-def running(directory: Path, alone: bool) -> Iterator[None]:
-    """Hold the run's lock while a test runs: exclusively when ``alone``, else shared."""
-    lock, turnstile = directory / "lock", directory / "turnstile"
-    if alone:
-        with held(turnstile, fcntl.LOCK_EX), held(lock, fcntl.LOCK_EX):
-            yield
-        return
-    with held(turnstile, fcntl.LOCK_EX):
-        pass  # not past a latency case that waits for the lock
-    with held(lock, fcntl.LOCK_SH):
-        yield
+def flocked(path: Path, mode: int):
+    handle = open(path, "a+b")  # noqa: SIM115  (held open across tests: RunLock closes it)
+    fcntl.flock(handle, mode)
+    return handle
+
+
+def is_latency(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("latency") is not None
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -82,6 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
     directory = getattr(config, "workerinput", {}).get(DIR_INPUT)
     if directory and available():
         config.stash[DIR_KEY] = Path(directory)
+        config.stash[LOCK_KEY] = RunLock(Path(directory))
         # pytest-benchmark's fixture is requested but not used: the harness times these rounds.
         config.addinivalue_line("filterwarnings", f"ignore:{UNUSED_FIXTURE_WARNING}")
 
@@ -95,11 +109,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    directory = item.config.stash.get(DIR_KEY, None)  # a worker's: the controller runs no test
-    if directory is None:
+    if DIR_KEY not in item.config.stash:  # a serial run, the controller, or another suite's run
         return (yield)
-    with running(directory, alone=item.get_closest_marker("latency") is not None):
+    lock = item.config.stash[LOCK_KEY]
+    lock.acquire(alone=is_latency(item))
+    try:
         return (yield)
+    finally:
+        # Consecutive latency cases (cases/test_latency.py is one xdist group) keep the lock: the
+        # other workers' tests are waited for once, not before each case.
+        if not (is_latency(item) and is_latency(nextitem)):
+            lock.release()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
