@@ -4,7 +4,8 @@
 
 Runs each tier as its own pytest process from the repository root, exactly as a user would:
 
-- ``cpu``: ``pytest -m cpu`` (the README's first command, default profile);
+- ``cpu``: ``pytest -m cpu -n auto --dist loadgroup`` (the README's first command, default profile);
+- ``cpu-serial``: ``pytest -m cpu``, the same checks in one process;
 - ``ci``: ``pytest --slow --hypothesis-profile=conformance-ci`` (what ``.ci/run`` runs).
 
 (``--one-check N``: also N paired runs of one check from the command line,
@@ -34,7 +35,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TIERS = {"cpu": ["-m", "cpu"], "ci": ["--slow", "--hypothesis-profile=conformance-ci"]}
+PARALLEL = ["-n", "auto", "--dist", "loadgroup"]
+TIERS = {"cpu": ["-m", "cpu", *PARALLEL], "cpu-serial": ["-m", "cpu"], "ci": ["--slow", "--hypothesis-profile=conformance-ci"]}
 
 
 def run_tier(name: str, extra: list[str]) -> dict:
