@@ -6,7 +6,7 @@ Runs each tier as its own pytest process from the repository root, exactly as a 
 
 - ``cpu``: ``pytest -m cpu -n auto --dist loadgroup`` (the README's first command, default profile);
 - ``cpu-serial``: ``pytest -m cpu``, the same checks in one process;
-- ``ci``: ``pytest --slow --hypothesis-profile=conformance-ci`` (what ``.ci/run`` runs).
+- ``ci``: ``pytest --slow --hypothesis-profile=conformance-ci -n auto --dist loadgroup`` (what ``.ci/run`` runs).
 
 (``--one-check N``: also N paired runs of one check from the command line,
 ``pytest cases/test_parity.py --target export -k "nanochat-seed and loss"``, against the same check
@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PARALLEL = ["-n", "auto", "--dist", "loadgroup"]
-TIERS = {"cpu": ["-m", "cpu", *PARALLEL], "cpu-serial": ["-m", "cpu"], "ci": ["--slow", "--hypothesis-profile=conformance-ci"]}
+TIERS = {"cpu": ["-m", "cpu", *PARALLEL], "cpu-serial": ["-m", "cpu"], "ci": ["--slow", "--hypothesis-profile=conformance-ci", *PARALLEL]}
 
 
 def run_tier(name: str, extra: list[str]) -> dict:

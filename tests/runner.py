@@ -15,6 +15,8 @@ from typing import NamedTuple
 from gpt_conformance.harness.core.records import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
+# What pytest-xdist sets in its workers: a pytest started from one must not inherit it (tests/conftest.py).
+XDIST_WORKER_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
 
 
 class PytestRun(NamedTuple):
@@ -28,7 +30,7 @@ def run_pytest(*args: str, report_dir: Path, cwd: Path = ROOT, pythonpath: tuple
     """``python -m pytest --report-dir=REPORT_DIR ARGS`` in ``cwd`` (default: the repository root),
     with ``pythonpath`` and the repository importable, and a run id of its own."""
     junit = report_dir.parent / f"{report_dir.name}-junit.xml"
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if name not in XDIST_WORKER_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join([*(str(p) for p in pythonpath), str(ROOT), env.get("PYTHONPATH", "")])
     env.pop("GPT_CONFORMANCE_RUN_ID", None)
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",

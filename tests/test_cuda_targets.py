@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from gpt_conformance.harness.checks.conformance import Truth, parity_verdicts, run_checked
-from gpt_conformance.harness.checks.latency import LatencyRun, peak_compute
+from gpt_conformance.harness.checks.latency import PROFILES, LatencyRun, LatencySettings, peak_compute
 from gpt_conformance.harness.checks.precision import low_precision_of, output_arithmetic_verdicts
 from gpt_conformance.harness.core.metrics import logit_metrics
 from gpt_conformance.harness.core.policies import get_policy
@@ -224,13 +224,16 @@ class RecordingBenchmark:
         return result
 
 
+@pytest.mark.parametrize("harness_timer", [False, True], ids=["pytest-benchmark", "harness-under-xdist"])
 @pytest.mark.parametrize("name, synchronizes", [("eager-cuda", True), ("inductor-cuda", True),
                                                  ("tripy-fp16", True), ("eager", False)])
-def test_latency_rounds_of_cuda_targets_end_synchronized(name, synchronizes, monkeypatch, target_registry):
+def test_latency_rounds_of_cuda_targets_end_synchronized(name, synchronizes, harness_timer, monkeypatch,
+                                                         target_registry):
     events = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: events.append("sync"))
     target = target_registry.get(name)
-    run = LatencyRun(None, target, target_registry.get("eager"), RecordingBenchmark(), None,
+    settings = LatencySettings(PROFILES["quick"], harness_timer=harness_timer)
+    run = LatencyRun(None, target, target_registry.get("eager"), RecordingBenchmark(), settings,
                      check="latency-forward", case_id="x")
     run.measure(lambda: events.append("target"), lambda: events.append("eager"), rounds=2, warmup_rounds=1)
     target_events = [e for e in events if e != "eager"]
