@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from gpt_conformance.harness.pytest_plugin.parallel import program_groups, scope_of, target_group
+from gpt_conformance.harness.pytest_plugin.parallel import program_groups, scope_of, target_group, tracers_first
 
 from tests.runner import ROOT, run_pytest
 
@@ -33,11 +33,18 @@ def test_another_suites_tests_keep_their_own_scope_or_xdist_group():
     assert scope_of("cases/test_parity.py::test_loss_parity[export-serdes-seed]", GROUPS) == "target:export"
 
 
+def test_the_tracers_groups_are_handed_out_first_in_xdists_order_otherwise():
+    queue = {"target:eager": {"a": False, "b": False, "c": False}, "target:export": {"d": False, "e": False},
+             "latency": {"f": False}, "target:export-strict": {"g": False}}
+    assert list(tracers_first(queue, GROUPS)) == ["target:export", "target:export-strict", "target:eager", "latency"]
+    assert tracers_first(queue, GROUPS)["target:export"] == queue["target:export"]
+
+
 def test_two_workers_split_the_targets_and_export_serdes_reuses_exports_programs(tmp_path):
     report_dir = tmp_path / "reports"
     run = run_pytest("cases/test_parity.py", "-m", "cpu", "-k", "seed and not nanochat", "-n", "2", "--dist",
                      "loadgroup", "--target", "export", "--target", "export-serdes", "--target", "eager",
-                     "--target", "eager-fp16", report_dir=report_dir)
+                     "--target", "eager-fp16", "--target", "export-strict", report_dir=report_dir)
     assert run.proc.returncode == 0, run.proc.stdout[-3000:]
     workers = {}
     for path in report_dir.glob("records-*-gw*.jsonl"):
@@ -46,9 +53,10 @@ def test_two_workers_split_the_targets_and_export_serdes_reuses_exports_programs
             workers.setdefault(record["target"], set()).add(path.stem.rsplit("-", 1)[-1])
             if record["target"] == "export-serdes" and record["check"] == "loss":
                 programs = record["target_environment"]["programs"]
-    assert set(workers) == {"export", "export-serdes", "eager", "eager-fp16"}
+    assert set(workers) == {"export", "export-serdes", "eager", "eager-fp16", "export-strict"}
     assert all(len(found) == 1 for found in workers.values()), workers  # each target on one worker
     assert workers["export"] == workers["export-serdes"]
+    assert workers["export"] != workers["export-strict"]  # the two tracers' groups start first, one each
     assert len(set().union(*workers.values())) == 2  # and both workers had some
     # export-serdes ran export's program as this worker held it: it loaded and traced none.
     assert set(programs) <= {"process", "round-trip"}, programs
