@@ -32,8 +32,10 @@ from gpt_conformance.harness.pytest_plugin.plugin import active
 
 try:
     import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
+except ImportError:  # Windows: no flock, so no latency case can run alone under xdist
+    HAS_FCNTL = False
+else:
+    HAS_FCNTL = True
 
 DIR_INPUT = "gpt_conformance_quiet_dir"  # xdist workerinput: the run's lock directory
 DIR_KEY = pytest.StashKey[Path]()
@@ -43,7 +45,7 @@ UNUSED_FIXTURE_WARNING = "Benchmark fixture was not used at all in this test"
 
 def available() -> bool:
     """Whether this process is an xdist worker whose latency cases can run alone."""
-    return fcntl is not None and bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    return HAS_FCNTL and bool(os.environ.get("PYTEST_XDIST_WORKER"))
 
 
 class RunLock:
