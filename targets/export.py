@@ -112,6 +112,7 @@ class ExportTarget(Target):
         self.serdes = serdes
         self.description = description
         self.program_group = "export" if serdes else None  # it runs export's programs
+        self.slow_cold_start = not serdes  # it traces its programs; export-serdes reuses export's
         # The decode path's two programs (prefill, step): on one variant, for the CPU tier's time.
         self.decodes = decodes
         if decodes:

@@ -5,7 +5,13 @@ import json
 import subprocess
 import sys
 
-from gpt_conformance.harness.pytest_plugin.parallel import program_groups, scope_of, target_group, tracers_first
+from gpt_conformance.harness.pytest_plugin.parallel import (
+    program_groups,
+    scope_of,
+    slow_start_groups,
+    slow_starts_first,
+    target_group,
+)
 
 from tests.runner import ROOT, run_pytest
 
@@ -33,11 +39,18 @@ def test_another_suites_tests_keep_their_own_scope_or_xdist_group():
     assert scope_of("cases/test_parity.py::test_loss_parity[export-serdes-seed]", GROUPS) == "target:export"
 
 
-def test_the_tracers_groups_are_handed_out_first_in_xdists_order_otherwise():
+def test_the_slow_starting_groups_are_handed_out_first_in_xdists_order_otherwise():
     queue = {"target:eager": {"a": False, "b": False, "c": False}, "target:export": {"d": False, "e": False},
              "latency": {"f": False}, "target:export-strict": {"g": False}}
-    assert list(tracers_first(queue, GROUPS)) == ["target:export", "target:export-strict", "target:eager", "latency"]
-    assert tracers_first(queue, GROUPS)["target:export"] == queue["target:export"]
+    slow = {"export", "export-strict"}
+    assert list(slow_starts_first(queue, slow)) == ["target:export", "target:export-strict", "target:eager", "latency"]
+    assert slow_starts_first(queue, slow)["target:export"] == queue["target:export"]
+
+
+def test_the_torch_export_tracers_declare_a_slow_cold_start():
+    # export-serdes runs export's programs: its group is export's, which is slow already.
+    assert {"export", "export-strict"} <= slow_start_groups()
+    assert "eager" not in slow_start_groups()
 
 
 def test_two_workers_split_the_targets_and_export_serdes_reuses_exports_programs(tmp_path):

@@ -198,6 +198,11 @@ class Target:
     # loadgroup`` runs a group's tests on one worker, so each program is loaded once
     # (harness/pytest_plugin/parallel.py).
     program_group: str | None = None
+    # True for a target whose first run in a fresh environment is long because it captures or
+    # compiles a program per config (the torch.export tracers: 1-5 s each). ``pytest -n N --dist
+    # loadgroup`` hands the groups of such targets out before any other, so that two of them start
+    # on different workers instead of queueing behind each other on one.
+    slow_cold_start: bool = False
 
     def probe(self) -> Availability:
         """Can this target run here? Default: every required package imports and the device exists."""

@@ -17,22 +17,27 @@ wrong reading would cost time only, never a verdict: grouping decides where a te
 The latency cases are one group of their own (``cases/test_latency.py``, ``quiet.py``).
 
 xdist hands out groups largest first (by test count), two to each worker at the start, then one
-whenever a worker is nearly done. The groups of the two torch.export tracers go ahead of that
-order instead, so they start on different workers: a cold run spends most of its time tracing
-their programs, and when both landed on one worker it did 145 s of target work against the other's
-53 s (a fresh clone's ``pytest -m cpu -n auto --dist loadgroup``, 2 workers).
+whenever a worker is nearly done. The groups of targets that declare ``slow_cold_start`` (the two
+torch.export tracers) go ahead of that order instead, so they start on different workers: a cold
+run spends most of its time tracing their programs, and when both landed on one worker it did
+145 s of target work against the other's 53 s (a fresh clone's ``pytest -m cpu -n auto --dist
+loadgroup``, 2 workers).
 """
 
 from __future__ import annotations
 
 import pytest
 from gpt_conformance.harness.core.targets import registry
-from gpt_conformance.targets.capture import TRACERS
 
 
 def program_groups() -> dict[str, str]:
     """Each registered target's name -> its program group (its own name where it declares none)."""
     return {target.name: target.program_group or target.name for target in registry}
+
+
+def slow_start_groups() -> set[str]:
+    """The program groups of the registered targets that declare ``slow_cold_start``."""
+    return {target.program_group or target.name for target in registry if target.slow_cold_start}
 
 
 def target_group(nodeid: str, groups: dict[str, str]) -> str | None:
@@ -54,10 +59,10 @@ def scope_of(nodeid: str, groups: dict[str, str]) -> str:
     return f"target:{group}" if group is not None else nodeid
 
 
-def tracers_first(workqueue: dict[str, dict], groups: dict[str, str]) -> dict[str, dict]:
-    """``workqueue`` (scope -> its tests, in xdist's order) with the tracers' groups ahead."""
-    tracing = {f"target:{groups[name]}" for name in TRACERS if name in groups}
-    return {scope: tests for scope, tests in sorted(workqueue.items(), key=lambda item: item[0] not in tracing)}
+def slow_starts_first(workqueue: dict[str, dict], slow: set[str]) -> dict[str, dict]:
+    """``workqueue`` (scope -> its tests, in xdist's order) with the ``slow`` groups' scopes ahead."""
+    ahead = {f"target:{group}" for group in slow}
+    return {scope: tests for scope, tests in sorted(workqueue.items(), key=lambda item: item[0] not in ahead)}
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
@@ -66,7 +71,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return None  # xdist's own scheduler
     from xdist.scheduler import LoadScopeScheduling
 
-    groups = program_groups()
+    groups, slow = program_groups(), slow_start_groups()
 
     class TargetGroupScheduling(LoadScopeScheduling):
         ordered = False
@@ -76,7 +81,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
         def _assign_work_unit(self, node) -> None:
             if not self.ordered:  # the queue is complete when the first unit is handed out
-                queue = tracers_first(dict(self.workqueue), groups)
+                queue = slow_starts_first(dict(self.workqueue), slow)
                 self.workqueue.clear()
                 self.workqueue.update(queue)
                 self.ordered = True
