@@ -12,11 +12,20 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
 from gpt_conformance.harness.core.records import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 # What pytest-xdist sets in its workers: a pytest started from one must not inherit it (tests/conftest.py).
 XDIST_WORKER_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
+def shares_one_run(module: str) -> pytest.MarkDecorator:
+    """The ``pytestmark`` of a test module whose tests read one pytest run made by a module-scoped
+    fixture: one xdist group, so that ``-n N --dist loadgroup`` makes that run once, on one worker.
+    Without it each worker that got one of the module's tests made the run again (.ci/run made
+    tests/test_planted_bugs.py's 120 s run twice)."""
+    return pytest.mark.xdist_group(module)
 
 
 class PytestRun(NamedTuple):

@@ -7,7 +7,9 @@ import textwrap
 
 import pytest
 
-from tests.runner import run_pytest
+from tests.runner import run_pytest, shares_one_run
+
+pytestmark = shares_one_run(__name__)
 
 PLANTED_CASES = textwrap.dedent('''
     import pytest

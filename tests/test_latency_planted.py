@@ -11,7 +11,9 @@ import pytest
 from gpt_conformance.harness.checks.latency import HARNESS_TIMER
 
 from tests.planted_latency import PLANTED_SLOW
-from tests.runner import run_pytest
+from tests.runner import run_pytest, shares_one_run
+
+pytestmark = shares_one_run(__name__)
 
 CASES = ["-p", "tests.planted_latency", "cases/test_latency.py", "-m", "latency and not slow"]
 TINY = [*CASES, "-k", "tiny"]

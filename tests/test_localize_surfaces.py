@@ -15,7 +15,9 @@ from gpt_conformance.reference.cases import ALL_CASES
 
 from tests.planted_localize import BLACK_BOXES, PLANTED, PLANTED_PLACES
 from tests.report_records import histogram, record
-from tests.runner import run_pytest
+from tests.runner import run_pytest, shares_one_run
+
+pytestmark = shares_one_run(__name__)
 
 FAST = [s for s in ALL_CASES if not s.slow]
 # Where a planted bug cannot show: an attention bug with one token (it attends to itself alone),

@@ -2,8 +2,10 @@
 on one xdist worker, with the targets that run its programs, so each program is loaded once."""
 
 import json
+import re
 import subprocess
 import sys
+import textwrap
 
 from gpt_conformance.harness.pytest_plugin.parallel import (
     program_groups,
@@ -37,6 +39,10 @@ def test_another_suites_tests_keep_their_own_scope_or_xdist_group():
     assert scope_of("tests/test_x.py::test_y", GROUPS) == "tests/test_x.py::test_y"
     assert scope_of("tests/test_x.py::test_y[1]@io", GROUPS) == "io"  # @pytest.mark.xdist_group("io")
     assert scope_of("cases/test_parity.py::test_loss_parity[export-serdes-seed]", GROUPS) == "target:export"
+    # The marks the workers wrote (rundir.py), where pytest 9.2 drops xdist's "@" suffix.
+    marked = {"tests/test_x.py::test_y[1]": "io"}
+    assert scope_of("tests/test_x.py::test_y[1]", GROUPS, marked) == "io"
+    assert scope_of("tests/test_x.py::test_y[2]", GROUPS, marked) == "tests/test_x.py::test_y[2]"
 
 
 def test_the_slow_starting_groups_are_handed_out_first_in_xdists_order_otherwise():
@@ -51,6 +57,34 @@ def test_the_torch_export_tracers_declare_a_slow_cold_start():
     # export-serdes runs export's programs: its group is export's, which is slow already.
     assert {"export", "export-strict"} <= slow_start_groups()
     assert "eager" not in slow_start_groups()
+
+
+def test_an_xdist_group_runs_on_one_worker_and_other_tests_on_both(tmp_path):
+    # pytest-xdist 3.8 marks a group by appending "@name" to the node id, which pytest 9.2 ignores
+    # (pytest-dev/pytest-xdist#1386): the harness's scheduler reads the marks the workers wrote.
+    (tmp_path / "test_grouped.py").write_text(textwrap.dedent("""
+        import pytest
+        pytestmark = pytest.mark.xdist_group("together")
+
+        @pytest.mark.parametrize("i", range(8))
+        def test_marked(i):
+            pass
+    """))
+    (tmp_path / "test_free.py").write_text(textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(8))
+        def test_free(i):
+            pass
+    """))
+    # run_pytest passes -q: -vv makes it -v, which names each test's worker.
+    run = run_pytest("-n", "2", "--dist", "loadgroup", "-vv", report_dir=tmp_path / "reports", cwd=tmp_path)
+    assert run.proc.returncode == 0, run.proc.stdout[-3000:]
+    ran = re.findall(r"\[(gw\d)\] .*PASSED (test_\w+)\.py", run.proc.stdout)
+    workers = {module: {worker for worker, name in ran if name == module} for module in ("test_grouped", "test_free")}
+    assert len(ran) == 16, run.proc.stdout[-3000:]
+    assert len(workers["test_grouped"]) == 1, workers
+    assert len(workers["test_free"]) == 2, workers  # the control: both workers took tests
 
 
 def test_two_workers_split_the_targets_and_export_serdes_reuses_exports_programs(tmp_path):

@@ -10,7 +10,9 @@ from gpt_conformance.reference.cases import ALL_CASES
 
 from tests.planted import PLANTED
 from tests.planted_nanochat import PLANTED_NANOCHAT
-from tests.runner import run_pytest, statuses
+from tests.runner import run_pytest, shares_one_run, statuses
+
+pytestmark = shares_one_run(__name__)
 
 CORRECT = ["eager", "export", "export-strict", "export-serdes"]
 FAST = {family: [s.name for s in ALL_CASES if not s.slow and s.family == family] for family in ("nanogpt", "nanochat")}

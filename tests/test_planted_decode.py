@@ -10,7 +10,9 @@ Runs cases/test_decode_path.py in a subprocess, as ``pytest -m cpu`` would, with
 import pytest
 
 from tests.planted_decode import PLANTED_DECODE
-from tests.runner import run_pytest
+from tests.runner import run_pytest, shares_one_run
+
+pytestmark = shares_one_run(__name__)
 
 CASES = ("scaled", "nanochat-mqa", "nanochat-gqa")
 STEP = "first diverges at step 1 "

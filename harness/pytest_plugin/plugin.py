@@ -40,11 +40,11 @@ from gpt_conformance.harness.report.render import write_session_report
 from gpt_conformance.reference.checkpoint import GPT2_DIR_ENV
 
 # The latency tier's options and fixture, the mapping of library exceptions to outcomes, the
-# check that every test's outcome agrees with its records, xdist's loadgroup by target, and the
-# lock that runs a latency case alone under xdist.
+# check that every test's outcome agrees with its records, xdist's loadgroup by target, the
+# lock that runs a latency case alone under xdist, and the directory an xdist run's workers share.
 pytest_plugins = ["gpt_conformance.harness.pytest_plugin.latency", "gpt_conformance.harness.pytest_plugin.outcomes",
                   "gpt_conformance.harness.pytest_plugin.agreement", "gpt_conformance.harness.pytest_plugin.parallel",
-                  "gpt_conformance.harness.pytest_plugin.quiet"]
+                  "gpt_conformance.harness.pytest_plugin.quiet", "gpt_conformance.harness.pytest_plugin.rundir"]
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()

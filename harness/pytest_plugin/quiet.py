@@ -9,11 +9,11 @@ their next test when it has. Its rounds are then timed by the harness
 (``gpt_conformance.harness.checks.latency``), with the protocol of pytest-benchmark's
 ``pedantic``.
 
-The lock is ``fcntl.flock`` on a file in a directory the xdist controller makes for the run and
-removes at its end. A latency case first takes a turnstile that each test passes through before its
+The lock is ``fcntl.flock`` on a file in the directory the xdist controller makes for the run
+(``rundir.py``). A latency case first takes a turnstile that each test passes through before its
 shared lock, so a case waiting for the lock is not overtaken by the next tests of the other
 workers. The latency cases are one xdist group (``cases/test_latency.py``), so under ``--dist
-loadgroup`` they run one after another on one worker, which keeps the lock from one to the next:
+loadgroup`` they run one after another on one worker (``parallel.py``), which keeps the lock from one to the next:
 the other workers' tests are waited for once, not before each case. Only a run that collected conformance tests takes locks: another suite in the venv runs
 under xdist as it always did. Where ``fcntl`` is missing (Windows) the latency cases skip under
 xdist, saying so. A serial run takes no lock.
@@ -22,11 +22,10 @@ xdist, saying so. A serial run takes no lock.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
+from gpt_conformance.harness.pytest_plugin import rundir
 from gpt_conformance.harness.pytest_plugin.markers import is_conformance_test
 from gpt_conformance.harness.pytest_plugin.plugin import active
 
@@ -37,8 +36,7 @@ except ImportError:  # Windows: no flock, so no latency case can run alone under
 else:
     HAS_FCNTL = True
 
-DIR_INPUT = "gpt_conformance_quiet_dir"  # xdist workerinput: the run's lock directory
-DIR_KEY = pytest.StashKey[Path]()
+DIR_KEY = pytest.StashKey[Path]()  # on a worker whose tests take the lock: the run's directory
 LOCK_KEY = pytest.StashKey["RunLock"]()
 UNUSED_FIXTURE_WARNING = "Benchmark fixture was not used at all in this test"
 
@@ -84,20 +82,11 @@ def is_latency(item: pytest.Item | None) -> bool:
     return item is not None and item.get_closest_marker("latency") is not None
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node) -> None:
-    """xdist controller: one lock directory for the run, handed to every worker."""
-    config = node.config
-    if DIR_KEY not in config.stash:
-        config.stash[DIR_KEY] = Path(tempfile.mkdtemp(prefix="gpt-conformance-quiet-"))
-    node.workerinput[DIR_INPUT] = str(config.stash[DIR_KEY])
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    directory = getattr(config, "workerinput", {}).get(DIR_INPUT)
+    directory = rundir.shared_directory(config) if hasattr(config, "workerinput") else None
     if directory and available():
-        config.stash[DIR_KEY] = Path(directory)
-        config.stash[LOCK_KEY] = RunLock(Path(directory))
+        config.stash[DIR_KEY] = directory
+        config.stash[LOCK_KEY] = RunLock(directory)
         # pytest-benchmark's fixture is requested but not used: the harness times these rounds.
         config.addinivalue_line("filterwarnings", f"ignore:{UNUSED_FIXTURE_WARNING}")
 
@@ -125,12 +114,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput") and DIR_KEY in config.stash and active(config):
+    if not hasattr(config, "workerinput") and rundir.shared_directory(config) and active(config):
         terminalreporter.write_line("gpt-conformance: under xdist each latency case ran alone, timed by the harness "
                                     "(pytest-benchmark's notice that benchmarks are disabled under xdist is about "
                                     "its own timer)")
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput") and DIR_KEY in config.stash:
-        shutil.rmtree(config.stash[DIR_KEY], ignore_errors=True)
