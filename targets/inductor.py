@@ -79,6 +79,7 @@ class InductorTarget(Target):
     capabilities = Capabilities(dynamic_shapes=True, families=ALL_FAMILIES)
     # First compile of a config takes tens of seconds on a 2-core laptop (measured 30-75 s).
     marks = ("slow",)
+    slow_cold_start = True  # .ci/run's largest unit (680 s of 3,379): started first under xdist
     # Where the model and its inputs live; inductor-cuda (targets/cuda.py) runs on "cuda".
     torch_device = "cpu"
 

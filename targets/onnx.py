@@ -82,6 +82,7 @@ class OnnxRuntimeTarget(Target):
     # The dynamo exporter takes 10-20 s per model on a 2-core laptop (measured 11-18 s on the
     # named cases), so the target's tests are `slow`: out of `-m "not slow"`, in CI and nightly.
     marks = ("slow",)
+    slow_cold_start = True  # an export per config: started first under xdist (408 s in .ci/run)
 
     def __init__(self) -> None:
         self.exporters: dict[str, int] = {}

@@ -55,7 +55,7 @@ def test_the_slow_starting_groups_are_handed_out_first_in_xdists_order_otherwise
 
 def test_the_torch_export_tracers_declare_a_slow_cold_start():
     # export-serdes runs export's programs: its group is export's, which is slow already.
-    assert {"export", "export-strict"} <= slow_start_groups()
+    assert {"export", "export-strict", "inductor", "onnxruntime"} <= slow_start_groups()
     assert "eager" not in slow_start_groups()
 
 

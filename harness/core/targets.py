@@ -199,7 +199,8 @@ class Target:
     # (harness/pytest_plugin/parallel.py).
     program_group: str | None = None
     # True for a target whose first run in a fresh environment is long because it captures or
-    # compiles a program per config (the torch.export tracers: 1-5 s each). ``pytest -n N --dist
+    # compiles a program per config (the torch.export tracers: 1-5 s each; inductor and
+    # onnxruntime, in the slow tier: 10-75 s each). ``pytest -n N --dist
     # loadgroup`` hands the groups of such targets out before any other, so that two of them start
     # on different workers instead of queueing behind each other on one.
     slow_cold_start: bool = False
