@@ -39,12 +39,14 @@ from gpt_conformance.harness.pytest_plugin.validate import (
 from gpt_conformance.harness.report.render import write_session_report
 from gpt_conformance.reference.checkpoint import GPT2_DIR_ENV
 
-# The latency tier's options and fixture, the mapping of library exceptions to outcomes, the
-# check that every test's outcome agrees with its records, xdist's loadgroup by target, the
-# lock that runs a latency case alone under xdist, and the directory an xdist run's workers share.
-pytest_plugins = ["gpt_conformance.harness.pytest_plugin.latency", "gpt_conformance.harness.pytest_plugin.outcomes",
-                  "gpt_conformance.harness.pytest_plugin.agreement", "gpt_conformance.harness.pytest_plugin.parallel",
-                  "gpt_conformance.harness.pytest_plugin.quiet", "gpt_conformance.harness.pytest_plugin.rundir"]
+# The directory an xdist run's workers share, the lock that runs a latency case alone under
+# xdist, the latency tier's options and fixture, the mapping of library exceptions to outcomes,
+# the check that every test's outcome agrees with its records, and xdist's loadgroup by target.
+# A module comes before those that import it: pytest cannot rewrite the asserts of a plugin
+# module imported before its turn, and warns so (PytestAssertRewriteWarning) in every run.
+pytest_plugins = ["gpt_conformance.harness.pytest_plugin.rundir", "gpt_conformance.harness.pytest_plugin.quiet",
+                  "gpt_conformance.harness.pytest_plugin.latency", "gpt_conformance.harness.pytest_plugin.outcomes",
+                  "gpt_conformance.harness.pytest_plugin.agreement", "gpt_conformance.harness.pytest_plugin.parallel"]
 
 SESSION_KEY = pytest.StashKey[ConformanceSession]()
 ENTRY_POINT_ERRORS = pytest.StashKey[list]()
