@@ -14,18 +14,18 @@ id, which pytest 9.2 no longer reads (pytest-dev/pytest-xdist#1386: every such g
 ignored, this harness's latency cases and shared pytest runs included). So each worker also writes
 the marks of the tests it collected to the run's directory (``rundir.py``), and the scheduler reads
 them there: all the workers have collected before the first test is scheduled. A test that is
-neither marked nor a conformance test is a group of its own, as under ``load``. The scheduler sees node ids only (the xdist
-controller collects nothing), so a conformance test's target is read from its parameter id, where
-the target's name is one of the ``-``-joined parts (``test_zen_greedy[zen-eager-Flat is]``). A
-wrong reading would cost time only, never a verdict: grouping decides where a test runs, not how.
+neither marked nor a conformance test is a group of its own, as under ``load``. A conformance
+test's target is read from its parameter id (the controller collects nothing), where the target's
+name is one of the ``-``-joined parts (``test_zen_greedy[zen-eager-Flat is]``). A wrong reading
+would cost time only, never a verdict: grouping decides where a test runs, not how.
 The latency cases are one group of their own (``cases/test_latency.py``, ``quiet.py``).
 
 xdist hands out groups largest first (by test count), two to each worker at the start, then one
 whenever a worker is nearly done. The groups of targets that declare ``slow_cold_start`` (the two
-torch.export tracers) go ahead of that order instead, so they start on different workers: a cold
-run spends most of its time tracing their programs, and when both landed on one worker it did
-145 s of target work against the other's 53 s (a fresh clone's ``pytest -m cpu -n auto --dist
-loadgroup``, 2 workers).
+torch.export tracers; inductor and onnxruntime in the slow tier) go ahead of that order instead,
+so they start on different workers: a cold run spends most of its time tracing their programs,
+and when both tracers landed on one worker it did 145 s of target work against the other's 53 s
+(a fresh clone's ``pytest -m cpu -n auto --dist loadgroup``, 2 workers).
 """
 
 from __future__ import annotations
