@@ -43,7 +43,7 @@ def latency_settings(request: pytest.FixtureRequest) -> LatencySettings:
     """The run's settings; under xdist, where this worker runs each latency case alone and the user
     did not turn timing off, the harness times the rounds (pytest-benchmark does not under xdist)."""
     settings = request.config.stash[SETTINGS_KEY]
-    alone = quiet.DIR_KEY in request.config.stash and not request.config.getoption("benchmark_disable", False)
+    alone = quiet.LOCK_KEY in request.config.stash and not request.config.getoption("benchmark_disable", False)
     return dataclasses.replace(settings, harness_timer=alone)
 
 

@@ -47,7 +47,8 @@ def program_groups() -> dict[str, str]:
 
 def slow_start_groups() -> set[str]:
     """The program groups of the registered targets that declare ``slow_cold_start``."""
-    return {target.program_group or target.name for target in registry if target.slow_cold_start}
+    groups = program_groups()
+    return {groups[target.name] for target in registry if target.slow_cold_start}
 
 
 def target_group(nodeid: str, groups: dict[str, str]) -> str | None:
@@ -87,11 +88,12 @@ def xdist_group_of(item: pytest.Item) -> str | None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """An xdist worker under ``--dist loadgroup``: write the marked tests' groups for the scheduler."""
-    directory = shared_directory(config) if hasattr(config, "workerinput") else None
+    worker = getattr(config, "workerinput", {}).get("workerid")  # None on the controller or a serial run
+    directory = shared_directory(config) if worker else None
     if directory is None or not getattr(config.option, "loadgroup", False):  # xdist sets it on a worker
         return
     marked = {item.nodeid: group for item in items if (group := xdist_group_of(item)) is not None}
-    path = directory / MARKS_FILE.format(worker=config.workerinput["workerid"])
+    path = directory / MARKS_FILE.format(worker=worker)
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(marked))
     partial.replace(path)  # whole or absent: the controller never reads half a file

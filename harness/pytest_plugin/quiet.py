@@ -36,8 +36,7 @@ except ImportError:  # Windows: no flock, so no latency case can run alone under
 else:
     HAS_FCNTL = True
 
-DIR_KEY = pytest.StashKey[Path]()  # on a worker whose tests take the lock: the run's directory
-LOCK_KEY = pytest.StashKey["RunLock"]()
+LOCK_KEY = pytest.StashKey["RunLock"]()  # on a worker whose tests take the run's lock
 UNUSED_FIXTURE_WARNING = "Benchmark fixture was not used at all in this test"
 
 
@@ -85,7 +84,6 @@ def is_latency(item: pytest.Item | None) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     directory = rundir.shared_directory(config) if hasattr(config, "workerinput") else None
     if directory and available():
-        config.stash[DIR_KEY] = directory
         config.stash[LOCK_KEY] = RunLock(directory)
         # pytest-benchmark's fixture is requested but not used: the harness times these rounds.
         config.addinivalue_line("filterwarnings", f"ignore:{UNUSED_FIXTURE_WARNING}")
@@ -94,13 +92,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Every worker collects every test, so all of them decide alike (the controller collects none).
     config = session.config
-    if hasattr(config, "workerinput") and DIR_KEY in config.stash and not any(is_conformance_test(item) for item in session.items):
-        del config.stash[DIR_KEY]
+    if hasattr(config, "workerinput") and LOCK_KEY in config.stash and not any(is_conformance_test(item) for item in session.items):
+        del config.stash[LOCK_KEY]
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    if DIR_KEY not in item.config.stash:  # a serial run, the controller, or another suite's run
+    if LOCK_KEY not in item.config.stash:  # a serial run, the controller, or another suite's run
         return (yield)
     lock = item.config.stash[LOCK_KEY]
     lock.acquire(alone=is_latency(item))
